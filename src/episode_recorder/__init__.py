@@ -1,0 +1,14 @@
+"""episode-recorder: record episodes of RL and robot-simulation environments.
+
+Videos (mp4 / webm / gif) are encoded in a background process while the step loop runs;
+Weights & Biases and Rerun sinks receive the finished files or columns.
+
+    >>> from episode_recorder.unienv import EpisodeVideoWrapper        # doctest: +SKIP
+    >>> from episode_recorder.gym import RecordVideo                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
