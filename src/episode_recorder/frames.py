@@ -1,0 +1,129 @@
+"""Turning whatever a renderer returns into HxWx3 uint8 numpy frames.
+
+Accepted: numpy, torch (CPU or CUDA) or jax arrays; uint8, or float in [0, 1]; shaped HxWx3,
+HxWx4 (alpha dropped) or HxW (gray). Batched arrays are indexed *before* the host copy, and
+float-to-uint8 conversion of torch tensors happens on their device (4x less to copy).
+
+    >>> import numpy as np
+    >>> to_rgb(np.zeros((4, 6), np.float32)).shape
+    (4, 6, 3)
+    >>> sorted(flatten_frames({"cam": {"left": 1, "right": 2}}))
+    ['cam.left', 'cam.right']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+ACCEPTED = (
+    "an HxWx3 (RGB), HxWx4 (RGBA) or HxW (gray) array - numpy, torch or jax - "
+    "of dtype uint8 (0-255) or float (0.0-1.0)"
+)
+
+
+def flatten_frames(frame: Any, separator: str = ".") -> dict[str | None, Any]:
+    """``{key: frame}`` for a (nested) mapping of cameras, ``{None: frame}`` for a single frame.
+
+    >>> flatten_frames({"a": {"b": 1}, "c": 2}, "/")
+    {'a/b': 1, 'c': 2}
+    """
+    if not isinstance(frame, Mapping):
+        return {None: frame}
+    flat: dict[str | None, Any] = {}
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, child in value.items():
+                visit(f"{prefix}{separator}{key}" if prefix else str(key), child)
+        else:
+            flat[prefix] = value
+
+    visit("", frame)
+    return flat
+
+
+def select(frame: Any, index: int | None) -> Any:
+    """``frame[index]`` on the frame's own device (no host copy); ``frame`` when ``index`` is None.
+
+    >>> select(np.arange(6).reshape(3, 2), 1).tolist()
+    [2, 3]
+    """
+    if index is None:
+        return frame
+    try:
+        return frame[index]
+    except (IndexError, TypeError) as error:
+        raise ValueError(
+            f"Cannot select batch entry {index} of a render output of type {type(frame).__name__} "
+            f"and shape {_shape_of(frame)}: pass rendered_index=None for unbatched renders, or an "
+            "index smaller than the batch size."
+        ) from error
+
+
+def to_rgb(frame: Any) -> np.ndarray:
+    """``frame`` as an HxWx3 uint8 numpy array (a view of ``frame`` when it already is one).
+
+    >>> to_rgb(np.ones((2, 2, 4), np.float32))[0, 0].tolist()
+    [255, 255, 255]
+    """
+    shape = _shape_of(frame)
+    dtype = str(getattr(frame, "dtype", type(frame).__name__))
+    if shape is None or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (3, 4)):
+        raise ValueError(
+            f"Cannot record a frame of type {type(frame).__name__}, shape {shape}, dtype {dtype}: "
+            f"expected {ACCEPTED}. For batched renders pass rendered_index to pick one env; for "
+            "channel-first CxHxW images transpose them first."
+        )
+    if len(shape) == 3 and shape[2] == 4:
+        frame = frame[..., :3]
+    if _is_torch(frame):
+        frame = _torch_to_uint8(frame, dtype)
+        array = frame.cpu().numpy()
+    else:
+        array = np.asarray(frame)
+        if array.dtype != np.uint8:
+            array = _numpy_to_uint8(array, dtype)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return array
+
+
+def _shape_of(frame: Any) -> tuple[int, ...] | None:
+    shape = getattr(frame, "shape", None)
+    return None if shape is None else tuple(int(n) for n in shape)
+
+
+def _is_torch(frame: Any) -> bool:
+    return type(frame).__module__.startswith("torch") and hasattr(frame, "detach")
+
+
+def _is_float(dtype: str) -> bool:
+    return "float" in dtype or "bfloat" in dtype
+
+
+def _torch_to_uint8(frame: Any, dtype: str) -> Any:
+    frame = frame.detach()
+    if dtype.endswith("uint8"):
+        return frame
+    if _is_float(dtype):
+        import torch
+
+        return (torch.nan_to_num(frame.float(), nan=0.0).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    raise ValueError(_dtype_error(dtype))
+
+
+def _numpy_to_uint8(array: np.ndarray, dtype: str) -> np.ndarray:
+    if not _is_float(dtype):
+        raise ValueError(_dtype_error(dtype))
+    scaled = np.nan_to_num(array.astype(np.float32), nan=0.0)
+    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _dtype_error(dtype: str) -> str:
+    return (
+        f"Cannot record a frame of dtype {dtype}: expected uint8 (0-255) or float (0.0-1.0). "
+        "Convert it first, e.g. frame.astype(np.uint8) for 0-255 integers."
+    )

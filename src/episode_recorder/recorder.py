@@ -1,0 +1,270 @@
+"""The core every adapter shares: segments of frames become clips, clips become files.
+
+A :class:`Segment` is one recorded stretch (an episode or a snippet) of one env; it holds one
+:class:`Clip` per camera, opened at the camera's first frame. Frames stream to the background
+encoder as they arrive, so memory does not grow with episode length. Results (a saved file, an
+encoder error) surface on the caller's thread at the next call.
+
+    >>> import numpy as np, tempfile
+    >>> recorder = Recorder(tempfile.mkdtemp(), VideoOptions(format="mp4", fps=30))
+    >>> segment = recorder.start("episode_0", episode_id=0)
+    >>> for t in range(8):
+    ...     segment.add({"front": np.full((32, 48, 3), t * 30, np.uint8)})
+    >>> [clip.name for clip in segment.stop()]
+    ['episode_0_key_front.mp4']
+    >>> [(clip.status, clip.frames) for clip in recorder.close()]
+    [('saved', 8)]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from episode_recorder.frames import to_rgb
+from episode_recorder.sinks.video import EncoderProcessDied, VideoEncoderProcess, VideoOptions, WhenFull
+
+ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed"]
+
+
+@dataclass
+class Clip:
+    """One recorded segment of one camera of one env, and what is known about it."""
+
+    name: str
+    path: str
+    camera: str | None
+    fps: float
+    format: str
+    episode_id: int | None = None
+    env_index: int | None = None
+    start_step: int = 0
+    end_step: int | None = None
+    frames: int = 0
+    dropped_frames: int = 0
+    height: int = 0
+    width: int = 0
+    episode_return: float | None = None
+    episode_length: int | None = None
+    status: ClipStatus = "recording"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        """A JSON-ready summary of the clip (what sidecars and callbacks receive)."""
+        return {
+            "path": self.path,
+            "camera": self.camera,
+            "episode_id": self.episode_id,
+            "env_index": self.env_index,
+            "start_step": self.start_step,
+            "end_step": self.end_step,
+            "frames": self.frames,
+            "dropped_frames": self.dropped_frames,
+            "fps": self.fps,
+            "format": self.format,
+            "height": self.height,
+            "width": self.width,
+            "episode_return": self.episode_return,
+            "episode_length": self.episode_length,
+            **self.extra,
+        }
+
+
+class Recorder:
+    """Owns the encoder process and the clips of every segment an adapter starts.
+
+    ``when_full="wait"`` (default) makes ``add`` wait for the encoder when ``queue_frames`` frames
+    of a clip are pending, so nothing is lost; ``"drop"`` skips the frame instead and counts it in
+    ``Clip.dropped_frames``. ``on_saved(clip)`` runs on the caller's thread once a file is complete.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        options: VideoOptions,
+        *,
+        queue_frames: int = 16,
+        when_full: WhenFull = "wait",
+        on_saved: Callable[[Clip], None] | None = None,
+    ) -> None:
+        self.folder = os.path.abspath(os.fspath(folder))
+        os.makedirs(self.folder, exist_ok=True)
+        self.options = options
+        self.on_saved = on_saved
+        self.clips: list[Clip] = []
+        self._encoder = VideoEncoderProcess(queue_frames, when_full)
+        self._unfinished: dict[int, Clip] = {}  # clips whose result has not arrived yet
+        self._segments: list[Segment] = []
+        self._closed = False
+
+    def start(
+        self,
+        name: str,
+        *,
+        episode_id: int | None = None,
+        env_index: int | None = None,
+        start_step: int = 0,
+        fps: float | None = None,
+    ) -> Segment:
+        """Begin a segment whose files are ``{name}.{format}`` (``{name}_key_{camera}.{format}``)."""
+        self.poll()
+        if self._closed:
+            raise RuntimeError("This recorder is closed; create a new one to record more.")
+        segment = Segment(self, name, episode_id, env_index, start_step, fps or self.options.fps)
+        self._segments.append(segment)
+        return segment
+
+    def poll(self) -> None:
+        """Take in finished clips (running ``on_saved``) and raise an encoder error, if any."""
+        self._handle(self._encoder.results())
+
+    def wait(self, clips: list[Clip] | None = None) -> list[Clip]:
+        """Block until ``clips`` (default: every stopped clip) are saved; returns them."""
+        targets = clips if clips is not None else [c for c in self._unfinished.values() if c.status == "encoding"]
+        ids = {clip_id for clip_id, clip in self._unfinished.items() if clip in targets and clip.status == "encoding"}
+        self._handle(self._encoder.wait(ids))
+        return targets
+
+    def close(self) -> list[Clip]:
+        """Stop open segments, wait for every file, stop the encoder process; returns all clips."""
+        if self._closed:
+            return self.clips
+        try:
+            for segment in list(self._segments):
+                segment.stop()
+            self.wait()
+        finally:
+            self._closed = True
+            self._encoder.shutdown()
+        return self.clips
+
+    def _open(self, segment: Segment, camera: str | None, height: int, width: int) -> tuple[int, Clip]:
+        suffix = "" if camera is None else f"_key_{camera.replace(os.sep, '_')}"
+        name = f"{segment.name}{suffix}.{self.options.extension}"
+        clip = Clip(
+            name=name,
+            path=os.path.join(self.folder, name),
+            camera=camera,
+            fps=segment.fps,
+            format=self.options.format,
+            episode_id=segment.episode_id,
+            env_index=segment.env_index,
+            start_step=segment.start_step,
+            height=height,
+            width=width,
+        )
+        options = self.options if segment.fps == self.options.fps else _with_fps(self.options, segment.fps)
+        clip_id = self._encoder.open(clip.path, height, width, options)
+        self.clips.append(clip)
+        self._unfinished[clip_id] = clip
+        return clip_id, clip
+
+    def _handle(self, results: list[tuple[Any, ...]]) -> None:
+        error: BaseException | None = None
+        for result in results:
+            kind = result[0]
+            if kind == "died":
+                for clip in self._unfinished.values():
+                    clip.status = "failed"
+                raise EncoderProcessDied(
+                    f"The video encoder process exited with code {result[1]}; clips being encoded were "
+                    "lost (their temporary .part files are left in the output folder)."
+                )
+            clip = self._unfinished.pop(result[1])
+            if kind == "saved":
+                clip.status, clip.path = "saved", result[2]
+                if self.on_saved is not None:
+                    self.on_saved(clip)
+            elif kind == "aborted":
+                clip.status = "discarded"
+            elif kind == "failed":
+                clip.status = "failed"
+                if error is None:
+                    error = result[2]
+                    error.add_note(f"while encoding {clip.path}; in the encoder process:\n{result[3]}")
+        if error is not None:
+            raise error
+
+
+class Segment:
+    """One recorded stretch of one env: one clip per camera, streamed to the encoder."""
+
+    def __init__(
+        self, recorder: Recorder, name: str, episode_id: int | None, env_index: int | None, start_step: int, fps: float
+    ) -> None:
+        self.recorder = recorder
+        self.name = name
+        self.episode_id = episode_id
+        self.env_index = env_index
+        self.start_step = start_step
+        self.fps = fps
+        self.clips: dict[str | None, Clip] = {}
+        self._clip_ids: dict[str | None, int] = {}
+        self.frames = 0
+
+    def add(self, frames: Any) -> None:
+        """Record one step: a frame, or a flat ``{camera: frame}`` mapping (see ``flatten_frames``)."""
+        self.recorder.poll()
+        flat = frames if isinstance(frames, dict) else {None: frames}
+        if self.clips and flat.keys() != self.clips.keys():
+            raise ValueError(
+                f"Cameras changed within recording {self.name!r}: it started with "
+                f"{sorted(map(str, self.clips))}, this step has {sorted(map(str, flat))}."
+            )
+        converted = {camera: to_rgb(frame) for camera, frame in flat.items()}
+        for camera, rgb in converted.items():
+            clip = self.clips.get(camera)
+            if clip is not None and rgb.shape != (clip.height, clip.width, 3):
+                raise ValueError(
+                    f"Frame size changed within recording {clip.name!r}: it started at "
+                    f"{clip.height}x{clip.width}, this frame is {rgb.shape[0]}x{rgb.shape[1]}. "
+                    "Render every step of an episode at one size."
+                )
+        for camera, rgb in converted.items():
+            if camera not in self.clips:
+                self._clip_ids[camera], self.clips[camera] = self.recorder._open(self, camera, *rgb.shape[:2])
+            clip = self.clips[camera]
+            if clip.status == "failed":
+                continue  # its error was raised already
+            if self.recorder._encoder.write(self._clip_ids[camera], rgb):
+                clip.frames += 1
+            else:
+                clip.dropped_frames += 1
+        self.frames += 1
+
+    def stop(
+        self,
+        *,
+        min_frames: int = 1,
+        end_step: int | None = None,
+        episode_return: float | None = None,
+        episode_length: int | None = None,
+    ) -> list[Clip]:
+        """Finish the segment's clips (discarding those with fewer than ``min_frames`` frames)."""
+        recorder = self.recorder
+        if self in recorder._segments:
+            recorder._segments.remove(self)
+        for camera, clip_id in self._clip_ids.items():
+            clip = self.clips[camera]
+            if clip.status != "recording":
+                continue
+            clip.end_step = end_step
+            clip.episode_return = episode_return
+            clip.episode_length = episode_length
+            if clip.frames >= min_frames:
+                recorder._encoder.close(clip_id)
+                clip.status = "encoding"
+            else:
+                recorder._encoder.abort(clip_id)
+                clip.status = "discarded"
+        self._clip_ids = {}
+        recorder.poll()
+        return [clip for clip in self.clips.values() if clip.status in ("encoding", "saved")]
+
+
+def _with_fps(options: VideoOptions, fps: float) -> VideoOptions:
+    from dataclasses import replace
+
+    return replace(options, fps=fps)
