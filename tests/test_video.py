@@ -181,3 +181,15 @@ def test_sigkill_mid_episode_leaves_only_complete_files(tmp_path):
     assert names == ["episode_0_step_0.mp4", "episode_1_step_20.mp4", "episode_2_step_40.partial.mp4"]
     counts = [len(decode(tmp_path / name)[0]) for name in names]
     assert counts == [21, 21, 8]  # the reset frame plus 7 steps of the cut episode
+
+
+def test_ctrl_c_in_the_terminal_does_not_kill_the_encoder(tmp_path):
+    recorder = Recorder(tmp_path, VideoOptions(format="mp4"))
+    segment = recorder.start("interrupted")
+    for t in range(5):
+        segment.add(pattern(t, 32, 32))
+    os.kill(recorder._encoder._process.pid, signal.SIGINT)
+    time.sleep(0.2)
+    segment.stop()
+    (clip,) = recorder.close()
+    assert clip.status == "saved" and len(decode(clip.path)[0]) == 5

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import traceback
 from typing import Any
@@ -37,8 +38,12 @@ def _failure(clip_id: int, error: BaseException) -> tuple[Any, ...]:
 
 
 def serve(command_fd: int, result_fd: int) -> None:
+    # Ctrl+C reaches the whole process group: let the training process decide, and keep encoding
+    # until it says "quit" or goes away (then open clips are saved as partial files).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     av.logging.set_level(av.logging.ERROR)
     clips: dict[int, _Clip] = {}
+    send_message(result_fd, ("ready",))
     with os.fdopen(command_fd, "rb") as commands:
         while (message := read_message(commands)) is not None:
             kind = message[0]

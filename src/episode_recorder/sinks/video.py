@@ -298,14 +298,18 @@ class VideoEncoderProcess:
         )
         os.close(command_read)
         os.close(result_write)
+        ready = threading.Event()
         self._reader = threading.Thread(
             target=_read_results,
-            args=(result_read, self._results, self._arrived, self._process),
+            args=(result_read, self._results, self._arrived, self._process, ready),
             name="episode-recorder-results",
             daemon=True,
         )
         self._reader.start()
         self._finalizer = weakref.finalize(self, os.close, self._command_fd)
+        # Wait for the process to finish its imports here, so that no step() waits for it later.
+        while not ready.wait(0.05):
+            self._check_alive()
 
     def open(self, path: str, height: int, width: int, options: VideoOptions) -> int:
         """Start a clip that will be saved at ``path``; returns its id."""
@@ -314,7 +318,7 @@ class VideoEncoderProcess:
         self._next_clip += 1
         ring = _Ring(self.queue_frames, height, width)
         self._rings[clip] = ring
-        send_message(self._command_fd, ("open", clip, ring.memory.name, ring.slots, height, width, path, asdict(options)))
+        self._send(("open", clip, ring.memory.name, ring.slots, height, width, path, asdict(options)))
         return clip
 
     def write(self, clip: int, rgb: np.ndarray) -> bool:
@@ -330,16 +334,16 @@ class VideoEncoderProcess:
         slot = ring.written % ring.slots
         np.copyto(ring.frames[slot], rgb)
         ring.written += 1
-        send_message(self._command_fd, ("frame", clip, slot))
+        self._send(("frame", clip, slot))
         return True
 
     def close(self, clip: int) -> None:
         """Finish the clip; its ``saved`` result arrives once the file is under its final name."""
-        send_message(self._command_fd, ("close", clip))
+        self._send(("close", clip))
 
     def abort(self, clip: int) -> None:
         """Drop the clip and its temporary file."""
-        send_message(self._command_fd, ("abort", clip))
+        self._send(("abort", clip))
 
     def results(self) -> list[tuple[Any, ...]]:
         """Results that have arrived since the last call (never blocks)."""
@@ -389,6 +393,14 @@ class VideoEncoderProcess:
         for clip in list(self._rings):
             self._release(clip)
 
+    def _send(self, message: tuple[Any, ...]) -> None:
+        try:
+            send_message(self._command_fd, message)
+        except BrokenPipeError:
+            self._process.wait()
+            self._check_alive()
+            raise
+
     def _check_alive(self) -> None:
         code = self._process.poll()
         if code is not None:
@@ -403,8 +415,12 @@ class VideoEncoderProcess:
             ring.release(unlink=True)
 
 
-def _read_results(fd: int, results: collections.deque, arrived: threading.Condition, process: Any) -> None:
+def _read_results(
+    fd: int, results: collections.deque, arrived: threading.Condition, process: Any, ready: threading.Event
+) -> None:
     with os.fdopen(fd, "rb") as stream:
+        if read_message(stream) == ("ready",):
+            ready.set()
         while (message := read_message(stream)) is not None:
             with arrived:
                 results.append(message)
