@@ -244,13 +244,15 @@ def test_a_step_behind_the_run_warns_once_and_still_logs_every_video():
 
 def test_two_uncommitted_episodes_under_one_key_warn(tmp_path):
     run, run_dir = start_run()
-    env = EpisodeWandbVideoWrapper(PatternEnv(episode_length=3), wandb_log_key="video")
+    env = EpisodeWandbVideoWrapper(PatternEnv(episode_length=3), wandb_log_key="video", format="gif")
     with pytest.warns(RuntimeWarning, match=r"replaced by .*Call wandb.log\(\.\.\.\) once per episode"):
         run_episodes(env, 2)
     env.close()
     wandb.finish()
     logged = video_rows(history(run_dir), "video")
     assert [row["video_episode_id"] for row in logged] == [1]  # what W&B keeps; hence the warning
+    assert logged[0]["video"]["path"].endswith(".gif")
+    assert len(decode(run_dir / "files" / logged[0]["video"]["path"])[0]) == 4
 
 
 def test_no_active_run_is_a_clear_error_and_the_video_is_kept():
@@ -277,7 +279,8 @@ def test_missing_wandb_says_how_to_install(monkeypatch):
 
 def test_log_clip_to_wandb_as_a_recorder_callback(tmp_path):
     run, run_dir = start_run()
-    recorder = Recorder(tmp_path / "videos", VideoOptions(format="mp4", fps=20), on_saved=functools.partial(log_clip_to_wandb, key="gym/video"))
+    on_saved = functools.partial(log_clip_to_wandb, key="gym/video")
+    recorder = Recorder(tmp_path / "videos", VideoOptions(format="mp4", fps=20), on_saved=on_saved)
     expected = []
     for episode in range(2):
         segment = recorder.start(f"episode_{episode}", episode_id=episode, env_index=1)
@@ -292,7 +295,10 @@ def test_log_clip_to_wandb_as_a_recorder_callback(tmp_path):
     wandb.finish()
 
     logged = video_rows(history(run_dir), "gym/video")
-    assert [row["gym/video"]["caption"] for row in logged] == ["episode 0, env 1, return 0", "episode 1, env 1, return 2.5"]
+    assert [row["gym/video"]["caption"] for row in logged] == [
+        "episode 0, env 1, return 0",
+        "episode 1, env 1, return 2.5",
+    ]
     assert [row["gym/video_episode_id"] for row in logged] == [0, 1]
     for row, frames in zip(logged, expected):
         assert_episode(run_dir, row["gym/video"], frames)

@@ -235,7 +235,8 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         if self._segment is None:
             return []
         segment, self._segment = self._segment, None
-        return segment.stop(min_frames=2, end_step=self.video_step_num, episode_length=self.video_step_num - self.video_episode_start_step)
+        length = self.video_step_num - self.video_episode_start_step
+        return segment.stop(min_frames=2, end_step=self.video_step_num, episode_length=length)
 
     def close(self) -> None:
         try:
