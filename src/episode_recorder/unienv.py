@@ -15,19 +15,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from episode_recorder._optional import require
 from episode_recorder.frames import flatten_frames, select
-from episode_recorder.recorder import Recorder, Segment
+from episode_recorder.recorder import Clip, Recorder, Segment
 from episode_recorder.sinks.video import VideoOptions, WhenFull
+from episode_recorder.sinks.wandb import clip_caption, log_videos, require_wandb
 
 _unienv_wrapper = require("unienv_interface.env_base.wrapper", "unienv", "episode_recorder.unienv")
 Wrapper = _unienv_wrapper.Wrapper
 
-__all__ = ["EpisodeRenderStackWrapper", "EpisodeVideoWrapper"]
+__all__ = ["EpisodeRenderStackWrapper", "EpisodeVideoWrapper", "EpisodeWandbVideoWrapper"]
 
 
 class EpisodeRenderStackWrapper(Wrapper):
@@ -227,10 +230,13 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         self._stop_segment()  # an episode of a single frame is discarded here
         super()._reset_episode_stack()
 
-    def _stop_segment(self) -> None:
-        if self._segment is not None:
-            segment, self._segment = self._segment, None
-            segment.stop(min_frames=2, end_step=self.video_step_num, episode_length=self.video_step_num - self.video_episode_start_step)
+    def _stop_segment(self) -> list[Clip]:
+        """Finish the current episode's clips; returns those being written (none if under 2 frames)."""
+        if self._segment is None:
+            return []
+        segment, self._segment = self._segment, None
+        length = self.video_step_num - self.video_episode_start_step
+        return segment.stop(min_frames=2, end_step=self.video_step_num, episode_length=length)
 
     def close(self) -> None:
         try:
@@ -240,6 +246,102 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
             self.recorder.close()
         finally:
             self.env.close()
+
+
+class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
+    """Logs each finished episode of more than one frame to the active W&B run as a ``wandb.Video``.
+
+    As UniEnv's: the video is logged under ``wandb_log_key`` (mapping frames: one video per
+    camera under ``f"{wandb_log_key}/{key}"``), plus ``f"{wandb_log_key}_episode_id"`` when
+    ``log_wandb_episode_id``; with ``control_wandb_step`` at ``step=video_episode_start_step``,
+    otherwise with ``commit=False`` so it rides on your next ``wandb.log``. fps is
+    ``env.render_fps or 30``.
+
+    Beyond UniEnv: frames stream to a background encoder during the episode and W&B receives the
+    finished file (no moviepy, no re-encoding); at the episode's end only the last few queued
+    frames are waited for. Each video carries a caption (``"episode 3, env 0"``). A W&B step
+    lower than the run's current one (which W&B silently drops) is logged at the run's next row
+    instead, with a warning. Videos wait in ``store_dir``: by default a fresh temporary folder
+    whose files are deleted once logged (W&B keeps its copy in the run's ``files/media/videos``)
+    and which ``close()`` removes; a ``store_dir`` you pass keeps every file. ``fps``, ``crf``,
+    ``preset``, ``bitrate``, ``queue_frames`` and ``when_full`` are as in :class:`EpisodeVideoWrapper`.
+
+        >>> import wandb                                                           # doctest: +SKIP
+        >>> run = wandb.init(project="my-project")                                 # doctest: +SKIP
+        >>> env = EpisodeWandbVideoWrapper(my_env, wandb_log_key="rollout/video")  # doctest: +SKIP
+        >>> context, obs, info = env.reset()                                        # doctest: +SKIP
+        >>> for step in range(1000):                                                # doctest: +SKIP
+        ...     obs, reward, terminated, truncated, info = env.step(env.sample_action())
+        ...     wandb.log({"reward": float(reward)})  # the episode's video rides on this row
+        ...     if terminated or truncated:
+        ...         context, obs, info = env.reset()
+        >>> env.close(); run.finish()                                               # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        *,
+        wandb_log_key: str,
+        format: Literal["mp4", "gif", "webm"] = "webm",
+        control_wandb_step: bool = False,
+        log_wandb_episode_id: bool = True,
+        done_index: int | None = None,
+        rendered_index: int | None = None,
+        nested_separator: str = ".",
+        store_dir: str | os.PathLike[str] | None = None,
+        fps: float | None = None,
+        crf: int | None = None,
+        preset: str | None = None,
+        bitrate: int | None = None,
+        queue_frames: int = 16,
+        when_full: WhenFull = "wait",
+    ) -> None:
+        self.wandb = require_wandb("EpisodeWandbVideoWrapper")
+        self._temporary = store_dir is None
+        VideoOptions(format=format)  # a bad format fails before a temporary folder is made
+        super().__init__(
+            env,
+            store_dir=tempfile.mkdtemp(prefix="episode-recorder-wandb-") if store_dir is None else store_dir,
+            format=format,
+            done_index=done_index,
+            rendered_index=rendered_index,
+            nested_separator=nested_separator,
+            fps=fps,
+            crf=crf,
+            preset=preset,
+            bitrate=bitrate,
+            queue_frames=queue_frames,
+            when_full=when_full,
+        )
+        self.wandb_log_key = wandb_log_key
+        self.log_wandb_episode_id = log_wandb_episode_id
+        self.control_wandb_step = control_wandb_step
+
+    def _post_episode(self) -> None:
+        clips = self._stop_segment()
+        if not clips:
+            return
+        self.recorder.wait(clips)
+        key = self.wandb_log_key
+        names = [key if clip.camera is None else f"{key}/{clip.camera}" for clip in clips]
+        log_videos(
+            {name: clip.path for name, clip in zip(names, clips)},
+            extra={f"{key}_episode_id": self.video_episode_num} if self.log_wandb_episode_id else None,
+            step=self.video_episode_start_step if self.control_wandb_step else None,
+            captions={name: clip_caption(clip) for name, clip in zip(names, clips)},
+        )
+        if self._temporary:
+            for clip in clips:
+                os.remove(clip.path)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._temporary:
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.store_dir)  # left in place if a video could not be logged
 
 
 def _describe_key_change(before: tuple[str, ...] | None, now: tuple[str, ...] | None) -> str:
