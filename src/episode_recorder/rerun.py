@@ -59,17 +59,27 @@ def _step_duration(env: gym.Env[Any, Any]) -> float:
     return 1.0 / float(fps)
 
 
-def _numeric(value: Any) -> np.ndarray | None:
-    """A flat float64 copy of a numeric scalar/array (torch or numpy), or None if it is not one."""
+def _host(value: Any, index: list[int] | None) -> np.ndarray | None:
+    """A numpy copy of a per-step value (rows ``index`` of a batched one, taken before the host copy)."""
+    if value is None or isinstance(value, (dict, tuple, list, str)):
+        return None
+    if index is not None:
+        value = value[index]
     if hasattr(value, "detach"):  # torch
-        value = value.detach().cpu().numpy()
+        return value.detach().cpu().numpy()
+    return np.array(value)  # a copy: envs may reuse their buffers
+
+
+def _flat_rows(values: list[np.ndarray], per_env: bool) -> np.ndarray | None:
+    """(rows, [envs,] k) float64 from per-frame values, or None if they are not flat numeric arrays."""
     try:
-        array = np.asarray(value)
-    except (TypeError, ValueError):
+        stacked = np.stack(values)
+    except ValueError:  # shapes changed within the recording
         return None
-    if array.dtype.kind not in "biuf" or array.ndim > 1:
+    if stacked.dtype.kind not in "biuf" or stacked.ndim > (3 if per_env else 2):
         return None
-    return array.astype(np.float64).reshape(-1)
+    shape = (len(values), stacked.shape[1], -1) if per_env else (len(values), -1)
+    return stacked.astype(np.float64, copy=False).reshape(shape)
 
 
 class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -166,11 +176,10 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._timeline_name: str | None = None
         self._recorded_frames = 0
         self._geometry_logged = False
-        self._returns = np.zeros(len(self.logged_envs))
-        # Buffers since the last flush: frame indices of all frames, and per entity (frame, values).
-        self._frames: list[int] = []
-        self._scalars: dict[str, tuple[list[int], list[np.ndarray]]] = {}
-        self._images: tuple[list[int], list[bytes]] = ([], [])
+        self._env_index = self.logged_envs if self._batched else None
+        self._return: np.ndarray | float = 0.0
+        # Rows buffered since the last flush, one per frame: (frame, reward, return, action, obs, jpeg).
+        self._rows: list[tuple[int, Any, Any, Any, Any, bytes | None]] = []
         if blueprint:
             self.recording_stream.send_blueprint(self.default_blueprint())
 
@@ -200,7 +209,6 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._geometry_logged = True
         self._timeline_name = timeline_name
         self._recorded_frames = 0
-        self._returns[:] = 0.0
 
     def stop_recording(self) -> None:
         """Send what is buffered and stop the running recording (if any)."""
@@ -228,6 +236,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Reset; stop a whole-episode recording; maybe start ``episode_{id}``; log the first frame."""
         obs, info = super().reset(seed=seed, options=options)
         self.episode_id += 1
+        self._return = 0.0
         if self.recording and self.recording_length == float("inf"):
             self.stop_recording()
         if self.episode_trigger is not None and self.episode_trigger(self.episode_id):
@@ -248,50 +257,25 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     # -- capture and flush ---------------------------------------------------------------------
 
-    def _env_rows(self, value: Any) -> list[np.ndarray | None]:
-        """One flat numeric array per logged env (indexing batched values before the host copy)."""
-        if self._batched:
-            if not hasattr(value, "__getitem__"):
-                return [None] * len(self.logged_envs)
-            return [_numeric(value[i]) for i in self.logged_envs]
-        return [_numeric(value)]
-
-    def _scalar_path(self, env_row: int, name: str) -> str:
-        if self._batched:
-            return f"{SCALARS_ROOT}/env_{self.logged_envs[env_row]}/{name}"
-        return f"{SCALARS_ROOT}/{name}"
-
-    def _buffer_scalar(self, path: str, values: np.ndarray) -> None:
-        frames, rows = self._scalars.setdefault(path, ([], []))
-        if rows and rows[-1].shape != values.shape:  # the shape changed: send what we have first
-            self._flush()
-            frames, rows = self._scalars.setdefault(path, ([], []))
-        frames.append(self._recorded_frames)
-        rows.append(values)
-
     def _capture(self, obs: Any, reward: Any, action: Any) -> None:
-        frame = self._recorded_frames
-        self._frames.append(frame)
+        """Buffer one frame: poses (scene), host copies of reward/return/action/obs, the JPEG."""
         if self.scene is not None:
             self.scene.record_poses()
+        reward = _host(reward, self._env_index)
         if reward is not None:
-            for row, value in enumerate(self._env_rows(reward)):
-                if value is not None and value.size == 1:
-                    self._returns[row] += value[0]
-                    self._buffer_scalar(self._scalar_path(row, "reward"), value)
-                    self._buffer_scalar(self._scalar_path(row, "return"), self._returns[row : row + 1].copy())
-        named = [("action", action)] + ([("observation", obs)] if self.log_observations else [])
-        for name, raw in named:
-            if raw is None:
-                continue
-            for row, value in enumerate(self._env_rows(raw)):
-                if value is not None and value.size > 0:
-                    self._buffer_scalar(self._scalar_path(row, name), value)
-        if self.log_frames:
-            self._images[0].append(frame)
-            self._images[1].append(self._jpeg(self.env.render()))
+            self._return = self._return + reward
+        self._rows.append(
+            (
+                self._recorded_frames,
+                reward,
+                self._return if reward is not None else None,
+                _host(action, self._env_index),
+                _host(obs, self._env_index) if self.log_observations else None,
+                self._jpeg(self.env.render()) if self.log_frames else None,
+            )
+        )
         self._recorded_frames += 1
-        if len(self._frames) >= self.flush_every:
+        if len(self._rows) >= self.flush_every:
             self._flush()
         if self._recorded_frames > self.recording_length:
             self.stop_recording()
@@ -320,26 +304,33 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def _flush(self) -> None:
         """``send_columns`` every buffer of the running recording, then clear them."""
         rr = require("rerun", "rerun", "Logging to Rerun")
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
         stream = self.recording_stream
-        if self._frames and self.scene is not None:
-            self.scene.flush(stream, self._time_columns(self._frames))
-        self._frames = []
-        for path, (frames, rows) in self._scalars.items():
-            if frames:
-                values = np.stack(rows)
-                columns = rr.Scalars.columns(scalars=values.reshape(-1))
-                if values.shape[1] > 1:
-                    columns = columns.partition(lengths=[values.shape[1]] * len(rows))
-                stream.send_columns(path, indexes=self._time_columns(frames), columns=columns)
-        self._scalars = {}
-        frames, blobs = self._images
-        if frames:
+        frames = [row[0] for row in rows]
+        if self.scene is not None:
+            self.scene.flush(stream, self._time_columns(frames))
+        for column, name in enumerate(("reward", "return", "action", "observation"), start=1):
+            present = [row for row in rows if row[column] is not None]
+            values = _flat_rows([row[column] for row in present], per_env=self._batched)
+            if values is None:
+                continue
+            time_columns = self._time_columns([row[0] for row in present])
+            for env_row, env in enumerate(self.logged_envs if self._batched else [None]):
+                series = values[:, env_row] if self._batched else values
+                path = f"{SCALARS_ROOT}/{name}" if env is None else f"{SCALARS_ROOT}/env_{env}/{name}"
+                # A (rows, k) array: one row of k scalars per time (Rerun infers the partition).
+                stream.send_columns(path, indexes=time_columns, columns=rr.Scalars.columns(scalars=series))
+        images = [row for row in rows if row[5] is not None]
+        if images:
             stream.send_columns(
                 CAMERA_ENTITY,
-                indexes=self._time_columns(frames),
-                columns=rr.EncodedImage.columns(blob=blobs, media_type=["image/jpeg"] * len(blobs)),
+                indexes=self._time_columns([row[0] for row in images]),
+                columns=rr.EncodedImage.columns(
+                    blob=[row[5] for row in images], media_type=["image/jpeg"] * len(images)
+                ),
             )
-        self._images = ([], [])
 
     def default_blueprint(self) -> Any:
         """3D view of the scene, time series of the scalars, and the camera (what is logged)."""

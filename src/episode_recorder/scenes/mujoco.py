@@ -232,8 +232,8 @@ class MujocoRerunLogger:
     def record_poses(self) -> None:
         """Buffer the current world pose of every moving body (one row)."""
         state = self._kinematics()
-        self._positions.append(state.xpos[self.moving_bodies])  # fancy indexing copies
-        self._quaternions.append(state.xquat[self.moving_bodies])
+        self._positions.append(state.xpos.copy())  # all bodies: a plain copy beats fancy indexing
+        self._quaternions.append(state.xquat.copy())
 
     @property
     def buffered_rows(self) -> int:
@@ -250,11 +250,9 @@ class MujocoRerunLogger:
         quaternions = _wxyz_to_xyzw(np.stack(self._quaternions))
         self._positions.clear()
         self._quaternions.clear()
-        for column, body in enumerate(self.moving_bodies):
+        for body in self.moving_bodies:
             stream.send_columns(
                 self.body_paths[body],
                 indexes=time_columns,
-                columns=rr.Transform3D.columns(
-                    translation=positions[:, column], quaternion=quaternions[:, column]
-                ),
+                columns=rr.Transform3D.columns(translation=positions[:, body], quaternion=quaternions[:, body]),
             )
