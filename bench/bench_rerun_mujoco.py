@@ -7,7 +7,7 @@ one ``rr.log`` per body and per scalar. Logging time = time inside the wrapper m
 the env (measured by a timing wrapper between them), plus ``close()``; the baseline times its
 own logging calls. Each run writes an .rrd under ``bench/results/`` and reports its size.
 
-    PYTHONPATH=src MUJOCO_GL=egl python bench/bench_rerun_mujoco.py --steps 1000 --repeats 3
+    PYTHONPATH=src MUJOCO_GL=egl python bench/bench_rerun_mujoco.py --steps 1000 --repeats 5
 """
 
 from __future__ import annotations
@@ -130,28 +130,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["Humanoid-v5", "Ant-v5"])
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
     RESULTS.mkdir(parents=True, exist_ok=True)
 
-    print(f"{args.steps} steps, median of {args.repeats} runs; logging time per step in microseconds\n")
+    print(
+        f"{args.steps} steps; logging time per frame in microseconds, best (median) of {args.repeats} "
+        "interleaved runs; bare env step for scale\n"
+    )
     print("| env | bare env step | LogRerun logging | per-body rr.log logging | speed-up | LogRerun .rrd | baseline .rrd |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for env_id in args.envs:
         actions = actions_for(env_id, args.steps)
-        ours, theirs = [], []
-        for repeat in range(args.repeats):
+        ours, theirs, bare = [], [], []
+        for _ in range(args.repeats):
             ours.append(run_logrerun(env_id, actions, RESULTS / f"{env_id}_logrerun.rrd"))
             theirs.append(run_baseline(env_id, actions, RESULTS / f"{env_id}_baseline.rrd"))
-        bare = bare_step_seconds(env_id, actions)
+            bare.append(bare_step_seconds(env_id, actions))
         frames = args.steps + 1
-        ours_us = statistics.median(ours) / frames * 1e6
-        theirs_us = statistics.median(theirs) / frames * 1e6
+        ours_us = [seconds / frames * 1e6 for seconds in ours]
+        theirs_us = [seconds / frames * 1e6 for seconds in theirs]
         ours_bytes = (RESULTS / f"{env_id}_logrerun.rrd").stat().st_size
         theirs_bytes = (RESULTS / f"{env_id}_baseline.rrd").stat().st_size
         print(
-            f"| {env_id} | {bare * 1e6:.0f} | {ours_us:.1f} | {theirs_us:.1f} | {theirs_us / ours_us:.1f}x "
+            f"| {env_id} | {min(bare) * 1e6:.0f} ({statistics.median(bare) * 1e6:.0f}) "
+            f"| {min(ours_us):.1f} ({statistics.median(ours_us):.1f}) "
+            f"| {min(theirs_us):.1f} ({statistics.median(theirs_us):.1f}) "
+            f"| {min(theirs_us) / min(ours_us):.1f}x ({statistics.median(theirs_us) / statistics.median(ours_us):.1f}x) "
             f"| {ours_bytes / 1e6:.2f} MB | {theirs_bytes / 1e6:.2f} MB |",
             flush=True,
         )

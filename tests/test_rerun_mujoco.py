@@ -349,3 +349,58 @@ def test_no_stream_is_a_clear_error() -> None:
         pytest.skip("a global Rerun recording exists in this process")
     with pytest.raises(ValueError, match="save_path=.*recording_stream="):
         LogRerun(gym.make("InvertedPendulum-v5"))
+
+
+class BatchedEnv(gym.Env):
+    """A stand-in for a batched (Isaac Lab style) env: torch tensors, resets inside step()."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.num_envs = 3
+        self.render_mode = "rgb_array"
+        self.observation_space = gym.spaces.Box(-10, 10, (3, 2))
+        self.action_space = gym.spaces.Box(-1, 1, (3, 1))
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        self.t = 0
+        return self.torch.zeros(3, 2), {}
+
+    def step(self, action: Any) -> Any:
+        self.t += 1
+        torch = self.torch
+        obs = torch.arange(6, dtype=torch.float32).reshape(3, 2) + self.t
+        reward = torch.tensor([1.0, 2.0, 3.0]) * self.t
+        terminated = torch.tensor([False, False, self.t == 2])
+        return obs, reward, terminated, torch.zeros(3, dtype=torch.bool), {}
+
+    def render(self) -> np.ndarray:
+        return np.full((8, 8, 3), 10 * self.t, np.uint8)
+
+
+def test_batched_env_logs_the_chosen_envs(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "batched.rrd"
+    env = LogRerun(BatchedEnv(), logged_envs=[0, 2], save_path=path)
+    env.reset()
+    for _ in range(3):
+        env.step(torch.zeros(3, 1))
+    env.close()
+    entities = read_rrd(path)
+    assert not any("env_1" in key for key in entities)
+    for env_index, scale in ((0, 1.0), (2, 3.0)):
+        rewards = by_frame(entities[f"/scalars/env_{env_index}/reward"], "episode_0_step", "Scalars:scalars")
+        assert {frame: value[0] for frame, value in rewards.items()} == {1: scale, 2: 2 * scale, 3: 3 * scale}
+        obs = by_frame(entities[f"/scalars/env_{env_index}/observation"], "episode_0_step", "Scalars:scalars")
+        assert obs[3] == [2 * env_index + 3, 2 * env_index + 4]
+    returns = by_frame(entities["/scalars/env_2/return"], "episode_0_step", "Scalars:scalars")
+    assert [returns[f][0] for f in (1, 2, 3)] == [3.0, 9.0, 9.0]  # env 2 finished at step 2
+    returns = by_frame(entities["/scalars/env_0/return"], "episode_0_step", "Scalars:scalars")
+    assert [returns[f][0] for f in (1, 2, 3)] == [1.0, 3.0, 6.0]
+    camera = entities["/camera"]
+    timestamps = np.array(camera["episode_0_timestamp"], dtype="timedelta64[ns]").astype(np.int64) / 1e9
+    np.testing.assert_allclose(timestamps, np.array(camera["episode_0_step"]) / 20)  # 1 / render_fps

@@ -253,6 +253,9 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self.start_recording(f"step_{self.step_id}")
         if self.recording:
             self._capture(obs, reward, action)
+            if self._batched:  # batched envs reset inside step(): restart the return of finished envs
+                done = np.logical_or(_host(terminated, self._env_index), _host(truncated, self._env_index))
+                self._return = np.where(done, 0.0, self._return)
         return obs, reward, terminated, truncated, info
 
     # -- capture and flush ---------------------------------------------------------------------

@@ -246,13 +246,16 @@ class MujocoRerunLogger:
             return
         rr = require("rerun", "rerun", "Logging to Rerun")
         stream = stream if stream is not None else self.recording_stream
-        positions = np.stack(self._positions)  # (rows, bodies, 3)
-        quaternions = _wxyz_to_xyzw(np.stack(self._quaternions))
+        # (bodies, rows, 3|4) float32, so each body's column is contiguous: Rerun converts a
+        # contiguous float32 column ~10x faster than a strided float64 one (and stores float32).
+        moving = self.moving_bodies
+        positions = np.stack(self._positions, axis=1)[moving].astype(np.float32)
+        quaternions = _wxyz_to_xyzw(np.stack(self._quaternions, axis=1)[moving].astype(np.float32))
         self._positions.clear()
         self._quaternions.clear()
-        for body in self.moving_bodies:
+        for column, body in enumerate(moving):
             stream.send_columns(
                 self.body_paths[body],
                 indexes=time_columns,
-                columns=rr.Transform3D.columns(translation=positions[:, body], quaternion=quaternions[:, body]),
+                columns=rr.Transform3D.columns(translation=positions[column], quaternion=quaternions[column]),
             )
