@@ -47,6 +47,20 @@ def read_rrd(path: Path) -> dict[str, Rows]:
     return dict(entities)
 
 
+def blueprint_views(path: Path) -> set[tuple[str, str]]:
+    """{(view kind, origin)} of the blueprint stored in the file."""
+    reader = RrdReader(path)
+    (blueprint,) = reader.blueprints()
+    views = set()
+    for chunk in reader.stream(store=blueprint):
+        batch = chunk.to_record_batch()
+        if "ViewBlueprint:class_identifier" in batch.schema.names:
+            kind = batch.column("ViewBlueprint:class_identifier").to_pylist()[0][0]
+            origin = batch.column("ViewBlueprint:space_origin").to_pylist()[0][0]
+            views.add((kind, origin))
+    return views
+
+
 def by_frame(rows: Rows, timeline: str, component: str) -> dict[int, Any]:
     """{frame index on ``timeline``: value of ``component``} for rows that have that timeline."""
     return {
@@ -172,6 +186,7 @@ def test_one_static_geometry_entity_per_geom_with_kind_and_size(tmp_path: Path) 
             np.testing.assert_allclose(vertices.max(axis=0), [size[0], size[1], 0], rtol=1e-6)
     # The world body never moves: one static pose, no temporal rows.
     assert "/world/bodies/world" not in entities and "static:/world/bodies/world" in entities
+    assert blueprint_views(path) == {("3D", "/world"), ("TimeSeries", "/scalars")}
 
 
 ALL_KINDS_XML = """
@@ -324,6 +339,7 @@ def test_camera_frames_are_jpeg(tmp_path: Path) -> None:
     assert Image.open(io.BytesIO(blob)).format == "JPEG"
     assert Image.open(io.BytesIO(blob)).size == (64, 48)
     assert len(blob) < 64 * 48 * 3  # compressed, not raw
+    assert blueprint_views(path) == {("3D", "/world"), ("2D", "/camera"), ("TimeSeries", "/scalars")}
 
 
 def test_env_without_scene_logs_frames_or_refuses(tmp_path: Path) -> None:
