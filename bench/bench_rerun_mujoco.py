@@ -55,10 +55,16 @@ def actions_for(env_id: str, steps: int) -> list[np.ndarray]:
     return [space.sample() for _ in range(steps)]
 
 
-def run_logrerun(env_id: str, actions: list[np.ndarray], path: Path) -> float:
+def run_logrerun(env_id: str, actions: list[np.ndarray], path: Path, observations: bool = True) -> float:
     """Seconds LogRerun spent logging (wrapper time minus env time, plus close)."""
     inner = TimedEnv(gym.make(env_id))
-    env = LogRerun(inner, save_path=path, step_trigger=lambda step: step == 0, recording_length=len(actions))
+    env = LogRerun(
+        inner,
+        save_path=path,
+        step_trigger=lambda step: step == 0,
+        recording_length=len(actions),
+        log_observations=observations,
+    )
     start = time.perf_counter()
     env.reset(seed=0)
     for action in actions:
@@ -69,7 +75,7 @@ def run_logrerun(env_id: str, actions: list[np.ndarray], path: Path) -> float:
     return time.perf_counter() - start - inner.seconds
 
 
-def run_baseline(env_id: str, actions: list[np.ndarray], path: Path) -> float:
+def run_baseline(env_id: str, actions: list[np.ndarray], path: Path, observations: bool = True) -> float:
     """Seconds the per-body ``rr.log`` baseline spent logging the same data."""
     env = gym.make(env_id)
     stream = rr.RecordingStream(env_id)
@@ -94,7 +100,8 @@ def run_baseline(env_id: str, actions: list[np.ndarray], path: Path) -> float:
             stream.log("scalars/reward", rr.Scalars(reward))
             stream.log("scalars/return", rr.Scalars(episode_return))
             stream.log("scalars/action", rr.Scalars(np.asarray(action, np.float64)))
-        stream.log("scalars/observation", rr.Scalars(np.asarray(obs, np.float64)))
+        if observations:
+            stream.log("scalars/observation", rr.Scalars(np.asarray(obs, np.float64)))
 
     obs, _ = env.reset(seed=0)
     start = time.perf_counter()
@@ -131,9 +138,11 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=["Humanoid-v5", "Ant-v5"])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-observations", action="store_true", help="log_observations=False (both sides)")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    observations = not args.no_observations
 
     print(
         f"{args.steps} steps; logging time per frame in microseconds, best (median) of {args.repeats} "
@@ -145,8 +154,8 @@ def main() -> None:
         actions = actions_for(env_id, args.steps)
         ours, theirs, bare = [], [], []
         for _ in range(args.repeats):
-            ours.append(run_logrerun(env_id, actions, RESULTS / f"{env_id}_logrerun.rrd"))
-            theirs.append(run_baseline(env_id, actions, RESULTS / f"{env_id}_baseline.rrd"))
+            ours.append(run_logrerun(env_id, actions, RESULTS / f"{env_id}_logrerun.rrd", observations))
+            theirs.append(run_baseline(env_id, actions, RESULTS / f"{env_id}_baseline.rrd", observations))
             bare.append(bare_step_seconds(env_id, actions))
         frames = args.steps + 1
         ours_us = [seconds / frames * 1e6 for seconds in ours]
