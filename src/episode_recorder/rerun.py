@@ -30,20 +30,17 @@ SCALARS_ROOT = "scalars"
 CAMERA_ENTITY = "camera"
 
 
+def is_mujoco_env(env: gym.Env[Any, Any]) -> bool:
+    """Whether ``env.unwrapped`` has ``model`` and ``data`` (every Gymnasium MuJoCo env)."""
+    return hasattr(env.unwrapped, "model") and hasattr(env.unwrapped, "data")
+
+
 def scene_source_for(
     env: gym.Env[Any, Any], logged_envs: list[int], stream: rr.RecordingStream
 ) -> SceneSource | None:
-    """The 3D scene source for ``env``, or None when it has no scene we know.
-
-    MuJoCo: ``env.unwrapped`` has ``model`` and ``data`` (every Gymnasium MuJoCo env).
-    """
-    unwrapped = env.unwrapped
-    if hasattr(unwrapped, "model") and hasattr(unwrapped, "data"):
-        if logged_envs != [0]:
-            raise ValueError(
-                f"{type(unwrapped).__name__} is a single MuJoCo env: logged_envs must be 0, "
-                f"received {logged_envs}."
-            )
+    """The 3D scene source for ``env`` (MuJoCo: ``unwrapped.model`` / ``data``), or None."""
+    if is_mujoco_env(env):
+        unwrapped = env.unwrapped
         return MujocoRerunLogger(unwrapped.model, unwrapped.data, recording_stream=stream, root=SCENE_ROOT)
     return None
 
@@ -140,25 +137,31 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, received {flush_every}")
         self.logged_envs = [logged_envs] if isinstance(logged_envs, int) else list(logged_envs)
-        application_id = env.spec.id if env.spec is not None else "env"
-        self.recording_stream = resolve_stream(save_path, recording_stream, application_id)
-        self._owns_stream = save_path is not None
-        self.scene = scene if scene is not None else scene_source_for(env, self.logged_envs, self.recording_stream)
-
+        # Check the input before resolve_stream creates a file.
+        has_scene = scene is not None or is_mujoco_env(env)
+        if is_mujoco_env(env) and scene is None and self.logged_envs != [0]:
+            raise ValueError(
+                f"{type(env.unwrapped).__name__} is a single MuJoCo env: logged_envs must be 0, "
+                f"received {logged_envs}."
+            )
         renders_rgb = env.render_mode == "rgb_array"
         if log_frames and not renders_rgb:
             raise ValueError(
                 f"log_frames=True needs an env made with render_mode='rgb_array', received "
                 f"render_mode={env.render_mode!r}."
             )
-        self.log_frames = bool(log_frames) if log_frames is not None else (self.scene is None and renders_rgb)
-        if self.scene is None and not self.log_frames:
+        self.log_frames = bool(log_frames) if log_frames is not None else (not has_scene and renders_rgb)
+        if not has_scene and not self.log_frames:
             raise ValueError(
                 f"LogRerun has nothing to log for {type(env.unwrapped).__name__} "
                 f"(render_mode={env.render_mode!r}): it needs a 3D scene or camera frames. Supported: "
                 "Gymnasium MuJoCo envs (env.unwrapped has `model` and `data`), a custom scene= "
                 "SceneSource, or any env made with render_mode='rgb_array' (camera frames)."
             )
+        application_id = env.spec.id if env.spec is not None else "env"
+        self.recording_stream = resolve_stream(save_path, recording_stream, application_id)
+        self._owns_stream = save_path is not None
+        self.scene = scene if scene is not None else scene_source_for(env, self.logged_envs, self.recording_stream)
         self.jpeg_quality = jpeg_quality
         self.log_observations = log_observations
         self.flush_every = flush_every
