@@ -94,11 +94,13 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
         >>> import gymnasium as gym
         >>> from episode_recorder.rerun import LogRerun
-        >>> env = LogRerun(gym.make("Ant-v5"), save_path="/tmp/er_doc/ant.rrd")  # doctest: +SKIP
-        >>> _ = env.reset(seed=0)                                                # doctest: +SKIP
-        >>> for _ in range(100):                                                 # doctest: +SKIP
+        >>> env = LogRerun(gym.make("Ant-v5"), save_path="/tmp/er_doc/ant.rrd")
+        >>> _ = env.reset(seed=0)
+        >>> env.sequence_timeline_name
+        'episode_0_step'
+        >>> for _ in range(100):
         ...     _ = env.step(env.action_space.sample())
-        >>> env.close()                                                          # doctest: +SKIP
+        >>> env.close()
 
     Keyword-only extras: ``log_frames`` (None: camera frames only when the env has no 3D scene
     and renders ``rgb_array``; True: always, JPEG-compressed), ``jpeg_quality``,
