@@ -104,6 +104,7 @@ def test_ant_poses_scalars_and_timelines_match_the_env(tmp_path: Path) -> None:
     env.close()
     assert env.sequence_timeline_name is None and env.timestamp_timeline_name is None
 
+    RrdReader(path).store()  # close() completed the file: it has its footer (manifest)
     entities = read_rrd(path)
     moving = [i for i in range(model.nbody) if model.body_weldid[i] != 0]
     assert len(moving) == 13
