@@ -54,12 +54,15 @@ def parse_path_filter(path_filter: str | Sequence[str] | None) -> tuple[list[str
 
 
 def iter_drawn_prims(
-    root: Usd.Prim, includes: Sequence[str] = (), excludes: Sequence[str] = ()
+    root: Usd.Prim,
+    includes: Sequence[str] = (),
+    excludes: Sequence[str] = (),
+    stop_at: set[str] | frozenset[str] = frozenset(),
 ) -> Iterable[Usd.Prim]:
     """Drawable prims under ``root`` (itself included), instance proxies traversed.
 
     Guide-purpose and invisible prims are skipped with their subtree, and so are prims matching an
-    exclude glob; with include globs, only matching prims are yielded.
+    exclude glob and prims in ``stop_at`` (paths); with include globs, only matching prims are yielded.
     """
     _, Usd, UsdGeom, _ = _pxr()
     prims = iter(Usd.PrimRange(root, Usd.TraverseInstanceProxies(Usd.PrimDefaultPredicate)))
@@ -70,7 +73,7 @@ def iter_drawn_prims(
             imageable.GetPurposeAttr().Get() == UsdGeom.Tokens.guide
             or imageable.GetVisibilityAttr().Get() == UsdGeom.Tokens.invisible
         )
-        if hidden or any(fnmatch.fnmatchcase(path, p) for p in excludes):
+        if hidden or path in stop_at or any(fnmatch.fnmatchcase(path, p) for p in excludes):
             prims.PruneChildren()
             continue
         if prim.GetTypeName() not in DRAWN_TYPES:
