@@ -1,0 +1,28 @@
+"""Read a ``.rrd`` back with Rerun's own reader, as plain Python rows per entity."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def read_rrd(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Entity path -> rows; each row maps component/timeline column names to values, plus ``static``."""
+    from rerun.chunk import RrdReader
+
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for chunk in RrdReader(path).stream():
+        batch = chunk.to_record_batch()
+        names = [n for n in batch.schema.names if n not in ("rerun.controls.RowId", "log_time", "log_tick")]
+        columns = {n: batch.column(n).to_pylist() for n in names}
+        for i in range(chunk.num_rows):
+            row = {n: columns[n][i] for n in names}
+            row["static"] = chunk.is_static
+            rows[chunk.entity_path].append(row)
+    return dict(rows)
+
+
+def component(rows: list[dict[str, Any]], name: str) -> list[Any]:
+    """Values of one component (e.g. ``Transform3D:translation``) over the rows that carry it."""
+    return [r[name] for r in rows if r.get(name) is not None]

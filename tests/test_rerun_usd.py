@@ -1,0 +1,277 @@
+"""UsdRerunLogger on real usd-core stages, read back from the .rrd with Rerun's own reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pxr = pytest.importorskip("pxr")
+rr = pytest.importorskip("rerun")
+
+from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt  # noqa: E402
+
+from episode_recorder.scenes.usd import UsdRerunLogger, triangulate  # noqa: E402
+from rrd_read import component, read_rrd  # noqa: E402
+
+
+def record(stage: Usd.Stage, tmp_path: Path, time_codes=(None,), **kwargs) -> dict:
+    path = tmp_path / "out.rrd"
+    logger = UsdRerunLogger(stage, save_path=path, application_id="test", **kwargs)
+    for i, time_code in enumerate(time_codes):
+        logger.stream.set_time("frame", sequence=i)
+        logger.log_stage(time_code=time_code)
+    logger.stream.disconnect()
+    return read_rrd(path)
+
+
+def translations(rows: list[dict]) -> list[list[float]]:
+    return [t[0] for t in component(rows, "Transform3D:translation")]
+
+
+def preview_material(stage: Usd.Stage, path: str, color=None, texture: str | None = None) -> UsdShade.Material:
+    material = UsdShade.Material.Define(stage, path)
+    shader = UsdShade.Shader.Define(stage, f"{path}/surface")
+    shader.CreateIdAttr("UsdPreviewSurface")
+    diffuse = shader.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f)
+    if texture is None:
+        diffuse.Set(Gf.Vec3f(*color))
+    else:
+        tex = UsdShade.Shader.Define(stage, f"{path}/tex")
+        tex.CreateIdAttr("UsdUVTexture")
+        tex.CreateInput("file", Sdf.ValueTypeNames.Asset).Set(texture)
+        diffuse.ConnectToSource(tex.ConnectableAPI(), "rgb")
+    material.CreateSurfaceOutput().ConnectToSource(shader.ConnectableAPI(), "surface")
+    return material
+
+
+def quad_mesh(stage: Usd.Stage, path: str) -> UsdGeom.Mesh:
+    """A quad and a pentagon sharing an edge; st indexed and faceVarying."""
+    mesh = UsdGeom.Mesh.Define(stage, path)
+    mesh.CreatePointsAttr([(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (2, 0, 0), (2.5, 0.5, 0), (2, 1, 0)])
+    mesh.CreateFaceVertexCountsAttr([4, 5])
+    mesh.CreateFaceVertexIndicesAttr([0, 1, 2, 3, 1, 4, 5, 6, 2])
+    st = UsdGeom.PrimvarsAPI(mesh).CreatePrimvar("st", Sdf.ValueTypeNames.TexCoord2fArray, UsdGeom.Tokens.faceVarying)
+    st.Set([(0, 0), (1, 0), (1, 1), (0, 1)])
+    st.SetIndices(Vt.IntArray([0, 1, 2, 3, 0, 1, 2, 3, 3]))
+    mesh.CreateNormalsAttr([(0, 0, 1)] * 9)
+    mesh.SetNormalsInterpolation(UsdGeom.Tokens.faceVarying)
+    return mesh
+
+
+def test_triangulate_fans_ngons():
+    corners, faces = triangulate(np.array([3, 5, 4]))
+    assert corners.tolist() == [[0, 1, 2], [3, 4, 5], [3, 5, 6], [3, 6, 7], [8, 9, 10], [8, 10, 11]]
+    assert faces.tolist() == [0, 1, 1, 1, 2, 2]
+
+
+def test_every_prim_kind_with_its_size(tmp_path):
+    stage = Usd.Stage.CreateNew(str(tmp_path / "kinds.usda"))
+    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
+    cube = UsdGeom.Cube.Define(stage, "/World/cube")
+    cube.CreateSizeAttr(0.5)
+    cube.AddTranslateOp().Set(Gf.Vec3d(1, 2, 3))
+    UsdGeom.Sphere.Define(stage, "/World/sphere").CreateRadiusAttr(0.3)
+    capsule = UsdGeom.Capsule.Define(stage, "/World/capsule")
+    capsule.CreateRadiusAttr(0.1), capsule.CreateHeightAttr(0.4), capsule.CreateAxisAttr("X")
+    cylinder = UsdGeom.Cylinder.Define(stage, "/World/cylinder")
+    cylinder.CreateRadiusAttr(0.2), cylinder.CreateHeightAttr(0.6)
+    cone = UsdGeom.Cone.Define(stage, "/World/cone")
+    cone.CreateRadiusAttr(0.25), cone.CreateHeightAttr(0.5)
+    plane = UsdGeom.Plane.Define(stage, "/World/plane")
+    plane.CreateWidthAttr(4.0), plane.CreateLengthAttr(6.0)
+    points = UsdGeom.Points.Define(stage, "/World/points")
+    points.CreatePointsAttr([(0, 0, 0), (1, 1, 1)])
+    points.CreateWidthsAttr([0.1, 0.2])
+    quad_mesh(stage, "/World/mesh")
+    UsdGeom.Xform.Define(stage, "/World/empty")
+
+    rows = record(stage, tmp_path)
+
+    assert component(rows["/World/cube"], "Boxes3D:half_sizes") == [[[0.25, 0.25, 0.25]]]
+    assert translations(rows["/World/cube"]) == [[1.0, 2.0, 3.0]]
+    assert component(rows["/World/sphere"], "Ellipsoids3D:half_sizes")[0][0] == pytest.approx([0.3] * 3)
+    assert component(rows["/World/capsule"], "Capsules3D:lengths")[0] == pytest.approx([0.4])
+    assert component(rows["/World/capsule"], "Capsules3D:radii")[0] == pytest.approx([0.1])
+    # Rerun's capsule starts at its origin: moved back by half its height along X.
+    assert component(rows["/World/capsule"], "Capsules3D:translations")[0][0] == pytest.approx([-0.2, 0, 0])
+    assert component(rows["/World/cylinder"], "Cylinders3D:lengths")[0] == pytest.approx([0.6])
+    assert component(rows["/World/cylinder"], "Cylinders3D:radii")[0] == pytest.approx([0.2])
+    cone_points = np.array(component(rows["/World/cone"], "Mesh3D:vertex_positions")[0])
+    assert cone_points[:, 2].min() == pytest.approx(-0.25) and cone_points[:, 2].max() == pytest.approx(0.25)
+    assert np.linalg.norm(cone_points[:, :2], axis=1).max() == pytest.approx(0.25)
+    plane_points = np.array(component(rows["/World/plane"], "Mesh3D:vertex_positions")[0])
+    assert np.ptp(plane_points, axis=0).tolist() == pytest.approx([4.0, 6.0, 0.0])
+    assert component(rows["/World/points"], "Points3D:positions")[0] == [[0, 0, 0], [1, 1, 1]]
+    assert component(rows["/World/points"], "Points3D:radii")[0] == pytest.approx([0.05, 0.1])
+    mesh = rows["/World/mesh"]
+    assert len(component(mesh, "Mesh3D:triangle_indices")[0]) == 2 + 3  # quad -> 2, pentagon -> 3
+    assert len(component(mesh, "Mesh3D:vertex_normals")[0]) == 9  # one vertex per corner (faceVarying)
+    uvs = component(mesh, "Mesh3D:vertex_texcoords")[0]
+    assert uvs[4:] == [[0, 1], [1, 1], [1, 0], [0, 0], [0, 0]]  # indexed st flattened, v flipped
+    assert "/World/empty" not in rows
+    assert component(rows["/"], "ViewCoordinates:xyz") == [rr.ViewCoordinates.RIGHT_HAND_Z_UP.as_arrow_array().to_pylist()]
+    # Geometry is static and logged once.
+    assert all(r["static"] for r in rows["/World/cube"] if r.get("Boxes3D:half_sizes") is not None)
+
+
+def test_display_color_constant_and_per_vertex(tmp_path):
+    stage = Usd.Stage.CreateInMemory()
+    constant = quad_mesh(stage, "/constant")
+    constant.CreateDisplayColorAttr([(1.0, 0.0, 0.0)])
+    per_vertex = UsdGeom.Mesh.Define(stage, "/per_vertex")
+    per_vertex.CreatePointsAttr([(0, 0, 0), (1, 0, 0), (0, 1, 0)])
+    per_vertex.CreateFaceVertexCountsAttr([3])
+    per_vertex.CreateFaceVertexIndicesAttr([0, 1, 2])
+    color = UsdGeom.PrimvarsAPI(per_vertex).CreatePrimvar(
+        "displayColor", Sdf.ValueTypeNames.Color3fArray, UsdGeom.Tokens.vertex
+    )
+    color.Set([(1, 0, 0), (0, 1, 0), (0, 0, 1)])
+
+    rows = record(stage, tmp_path)
+
+    assert component(rows["/constant"], "Mesh3D:albedo_factor")[0] == [0xFF0000FF]
+    assert component(rows["/per_vertex"], "Mesh3D:vertex_colors")[0] == [0xFF0000FF, 0x00FF00FF, 0x0000FFFF]
+    assert component(rows["/per_vertex"], "Mesh3D:triangle_indices")[0] == [[0, 1, 2]]
+
+
+def test_materials_constant_texture_subsets_and_unreadable_texture(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 8, 3), (10, 20, 30), dtype=np.uint8)).save(tmp_path / "wood.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    stage = Usd.Stage.CreateNew(str(tmp_path / "materials.usda"))
+    red = preview_material(stage, "/Looks/red", color=(1, 0, 0))
+    blue = preview_material(stage, "/Looks/blue", color=(0, 0, 1))
+    wood = preview_material(stage, "/Looks/wood", texture="./wood.png")
+    broken = preview_material(stage, "/Looks/broken", texture="broken.png")
+    cube = UsdGeom.Cube.Define(stage, "/World/red_cube")
+    UsdShade.MaterialBindingAPI.Apply(cube.GetPrim()).Bind(red)
+    textured = quad_mesh(stage, "/World/textured")
+    UsdShade.MaterialBindingAPI.Apply(textured.GetPrim()).Bind(wood)
+    bad = quad_mesh(stage, "/World/bad_texture")
+    UsdShade.MaterialBindingAPI.Apply(bad.GetPrim()).Bind(broken)
+    split = quad_mesh(stage, "/World/split")
+    for name, faces, material in (("left", [0], red), ("right", [1], blue)):
+        subset = UsdGeom.Subset.CreateGeomSubset(split, name, UsdGeom.Tokens.face, Vt.IntArray(faces), "materialBind")
+        UsdShade.MaterialBindingAPI.Apply(subset.GetPrim()).Bind(material)
+    stage.Save()
+
+    with pytest.warns(UserWarning, match="broken.png"):
+        rows = record(stage, tmp_path)
+
+    assert component(rows["/World/red_cube"], "Boxes3D:colors")[0] == [0xFF0000FF]
+    texture = component(rows["/World/textured"], "Mesh3D:albedo_texture_buffer")
+    assert len(texture) == 1 and len(texture[0][0]) == 4 * 8 * 3
+    assert texture[0][0][:3] == [10, 20, 30]
+    assert component(rows["/World/bad_texture"], "Mesh3D:albedo_texture_buffer") == []
+    assert len(component(rows["/World/bad_texture"], "Mesh3D:triangle_indices")[0]) == 5
+    left, right = rows["/World/split/left"], rows["/World/split/right"]
+    assert component(left, "Mesh3D:albedo_factor")[0] == [0xFF0000FF]
+    assert len(component(left, "Mesh3D:triangle_indices")[0]) == 2
+    assert component(right, "Mesh3D:albedo_factor")[0] == [0x0000FFFF]
+    assert len(component(right, "Mesh3D:triangle_indices")[0]) == 3
+    assert component(rows["/World/split"], "Mesh3D:triangle_indices") == []  # every face is in a subset
+
+
+def test_path_filter_guides_and_invisible_prims(tmp_path):
+    stage = Usd.Stage.CreateInMemory()
+    for path in ("/World/robot/base", "/World/robot/arm", "/World/BlackGrid/tile", "/Other/cube"):
+        UsdGeom.Cube.Define(stage, path)
+    guide = UsdGeom.Xform.Define(stage, "/World/robot/collisions")
+    guide.CreatePurposeAttr(UsdGeom.Tokens.guide)
+    UsdGeom.Cube.Define(stage, "/World/robot/collisions/box")
+    hidden = UsdGeom.Xform.Define(stage, "/World/robot/hidden")
+    hidden.MakeInvisible()
+    UsdGeom.Sphere.Define(stage, "/World/robot/hidden/ball")
+
+    rows = record(stage, tmp_path, path_filter=["/World/*", "!*BlackGrid"])
+
+    drawn = {p for p in rows if p.startswith("/World") or p.startswith("/Other")}
+    assert drawn == {"/World/robot/base", "/World/robot/arm"}
+
+
+def test_instance_proxies_are_drawn(tmp_path):
+    stage = Usd.Stage.CreateInMemory()
+    UsdGeom.Sphere.Define(stage, "/Prototypes/wheel/tire").CreateRadiusAttr(0.4)
+    for i in range(2):
+        wheel = UsdGeom.Xform.Define(stage, f"/World/wheel_{i}")
+        wheel.GetPrim().GetReferences().AddInternalReference("/Prototypes/wheel")
+        wheel.GetPrim().SetInstanceable(True)
+        wheel.AddTranslateOp().Set(Gf.Vec3d(i * 2.0, 0, 0))
+
+    rows = record(stage, tmp_path, path_filter="/World/*")
+
+    assert translations(rows["/World/wheel_0/tire"]) == [[0.0, 0.0, 0.0]]
+    assert translations(rows["/World/wheel_1/tire"]) == [[2.0, 0.0, 0.0]]
+    assert component(rows["/World/wheel_1/tire"], "Ellipsoids3D:half_sizes")[0][0] == pytest.approx([0.4] * 3)
+
+
+def test_time_samples_animate_and_only_changes_are_logged(tmp_path):
+    stage = Usd.Stage.CreateInMemory()
+    stage.SetStartTimeCode(0), stage.SetEndTimeCode(2)
+    body = UsdGeom.Xform.Define(stage, "/World/body")
+    op = body.AddTranslateOp()
+    op.Set(Gf.Vec3d(0, 0, 0), 0.0)
+    op.Set(Gf.Vec3d(2, 0, 0), 2.0)
+    UsdGeom.Cube.Define(stage, "/World/body/box")
+    UsdGeom.Sphere.Define(stage, "/World/still")
+
+    rows = record(stage, tmp_path, time_codes=(None, 1.0, 2.0, 2.0))
+
+    box = [r for r in rows["/World/body/box"] if r.get("Transform3D:translation")]
+    assert [(r["frame"], r["Transform3D:translation"][0]) for r in box] == [
+        (0, [0.0, 0.0, 0.0]), (1, [1.0, 0.0, 0.0]), (2, [2.0, 0.0, 0.0])
+    ]  # the repeated time code 2 is not logged again
+    assert len(translations(rows["/World/still"])) == 1
+    assert len(component(rows["/World/body/box"], "Boxes3D:half_sizes")) == 1
+
+
+def test_nested_geometry_gets_relative_pose(tmp_path):
+    stage = Usd.Stage.CreateInMemory()
+    UsdGeom.Cube.Define(stage, "/World/outer").AddTranslateOp().Set(Gf.Vec3d(1, 0, 0))
+    UsdGeom.Sphere.Define(stage, "/World/outer/inner").AddTranslateOp().Set(Gf.Vec3d(0, 3, 0))
+
+    rows = record(stage, tmp_path)
+
+    assert translations(rows["/World/outer"]) == [[1.0, 0.0, 0.0]]
+    assert translations(rows["/World/outer/inner"]) == [[0.0, 3.0, 0.0]]  # not the world pose again
+
+
+def test_y_up_and_centimetre_units(tmp_path):
+    stage = Usd.Stage.CreateInMemory()
+    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
+    UsdGeom.SetStageMetersPerUnit(stage, UsdGeom.LinearUnits.centimeters)
+    cube = UsdGeom.Cube.Define(stage, "/World/box")
+    cube.CreateSizeAttr(10.0)
+    cube.AddTranslateOp().Set(Gf.Vec3d(0, 100, 0))
+
+    rows = record(stage, tmp_path)
+
+    assert translations(rows["/World/box"]) == [pytest.approx([0.0, 1.0, 0.0])]
+    mat = np.array(component(rows["/World/box"], "Transform3D:mat3x3")[0][0])
+    assert np.diag(mat.reshape(3, 3)) == pytest.approx([0.01] * 3)  # 10 cm cube -> 0.1 m
+    y_up = rr.ViewCoordinates.RIGHT_HAND_Y_UP.as_arrow_array().to_pylist()
+    assert component(rows["/"], "ViewCoordinates:xyz") == [y_up]
+
+
+def test_no_stream_is_a_clear_error():
+    stage = Usd.Stage.CreateInMemory()
+    with pytest.raises(ValueError, match="save_path"):
+        UsdRerunLogger(stage)
+
+
+def test_omnipbr_diffuse_color(tmp_path):
+    stage = Usd.Stage.CreateInMemory()
+    material = UsdShade.Material.Define(stage, "/Looks/omni")
+    shader = UsdShade.Shader.Define(stage, "/Looks/omni/Shader")
+    shader.SetSourceAsset("OmniPBR.mdl", "mdl")
+    shader.CreateInput("diffuse_color_constant", Sdf.ValueTypeNames.Color3f).Set(Gf.Vec3f(0, 1, 0))
+    material.CreateSurfaceOutput("mdl").ConnectToSource(shader.ConnectableAPI(), "out")
+    cube = UsdGeom.Cube.Define(stage, "/World/green")
+    UsdShade.MaterialBindingAPI.Apply(cube.GetPrim()).Bind(material)
+
+    rows = record(stage, tmp_path)
+
+    assert component(rows["/World/green"], "Boxes3D:colors")[0] == [0x00FF00FF]
