@@ -11,19 +11,22 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, SupportsFloat
 
-import gymnasium as gym
 import numpy as np
 
 from episode_recorder._optional import require
 from episode_recorder.rerun_stream import resolve_stream
 from episode_recorder.scenes import SceneSource
+from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger
 from episode_recorder.scenes.mujoco import MujocoRerunLogger
+from episode_recorder.scenes.usd import UsdRerunLogger
 from episode_recorder.triggers import capped_cubic_video_schedule
 
 if TYPE_CHECKING:
     import rerun as rr
 
-__all__ = ["LogRerun", "MujocoRerunLogger"]
+gym = require("gymnasium", "rerun", "episode_recorder.rerun.LogRerun")
+
+__all__ = ["IsaacLabRerunLogger", "LogRerun", "MujocoRerunLogger", "UsdRerunLogger"]
 
 SCENE_ROOT = "world"
 SCALARS_ROOT = "scalars"
