@@ -279,8 +279,8 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
 
     # --- one video per chosen env (env_indices) -----------------------------------------------
     def _reset_per_env(self, seed: Any, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+        mask = None if options is None else options.get("reset_mask")  # read first: SyncVectorEnv pops it
         obs, info = super().reset(seed=seed, options=options)
-        mask = None if options is None else options.get("reset_mask")
         started = [i for i in self._env if mask is None or bool(mask[i])]
         for index in started:
             self._end_episode(index, done=False)
