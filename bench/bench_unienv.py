@@ -2,7 +2,7 @@
 
 Each variant runs in its own process on one synthetic UniEnv env (480x640 smoothly moving
 frames, 3 episodes of 300 steps, a busy pure-Python CPU loop per step). The parent samples the
-resident memory of the variant's whole process tree (our encoder process and moviepy's ffmpeg
+proportional set size (PSS) of the variant's whole process tree (our encoder process and moviepy's ffmpeg
 included) and prints one table row per variant.
 
     python bench/bench_unienv.py                        # all variants, 5 ms per step
@@ -120,10 +120,11 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     while child.poll() is None:
         try:
             tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.NoSuchProcess:
+            # PSS: pages shared between processes (our frame ring) are counted once, not per process
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-        time.sleep(0.01)
+        time.sleep(0.1)
     stdout = child.stdout.read() if child.stdout else ""
     if child.returncode != 0:
         raise RuntimeError(f"variant {variant} failed with code {child.returncode}")
@@ -131,7 +132,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     files = [p for p in Path(out).iterdir() if not p.name.startswith(".")]
     result.update(
         variant=variant,
-        peak_rss_mb=peak / 2**20,
+        peak_pss_mb=peak / 2**20,
         bytes_written=sum(p.stat().st_size for p in files),
         files=len(files),
         frames_captured=0 if variant == "none" else args.episodes * (args.steps + 1),
@@ -176,14 +177,14 @@ def main() -> None:
         f"{args.height}x{args.width}, {args.episodes} episodes x {args.steps} steps, {args.busy_ms} ms CPU per step, "
         f"{os.cpu_count()} cores"
     )
-    print("| variant | loop wall s | overhead | longest call ms | close s | peak RSS MB | over none MB | bytes | frames decoded / captured |")
+    print("| variant | loop wall s | overhead | longest call ms | close s | peak PSS MB | over none MB | bytes | frames decoded / captured |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         overhead = f"{100 * (r['loop_s'] / base['loop_s'] - 1):+.1f}%" if base else "-"
-        extra = f"{r['peak_rss_mb'] - base['peak_rss_mb']:+.0f}" if base else "-"
+        extra = f"{r['peak_pss_mb'] - base['peak_pss_mb']:+.0f}" if base else "-"
         print(
             f"| {r['variant']} | {r['loop_s']:.2f} | {overhead} | {r['longest_call_ms']:.1f} | {r['close_s']:.2f} | "
-            f"{r['peak_rss_mb']:.0f} | {extra} | {r['bytes_written']:,} | {r['frames_decoded']} / {r['frames_captured']} |"
+            f"{r['peak_pss_mb']:.0f} | {extra} | {r['bytes_written']:,} | {r['frames_decoded']} / {r['frames_captured']} |"
         )
 
 

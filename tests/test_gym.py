@@ -87,7 +87,7 @@ def test_cartpole_episodes_frames_names_sidecar_callback(tmp_path):
         counter, str(tmp_path), episode_trigger=lambda e: e in (1, 3), name_prefix="cp", sidecar=True,
         on_video_saved=lambda path, info: saved.append((path, info)),
     )
-    assert env.recorder is None  # no encoder process before the first recording
+    assert env.recorder.clips == []  # the encoder process starts with the wrapper; nothing recorded yet
     lengths = run_episodes(env, 2)
     assert counter.renders == lengths[1] + 1  # episode 0 rendered nothing
     episode_1_frames = list(counter.frames)

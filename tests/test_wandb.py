@@ -303,3 +303,36 @@ def test_log_clip_to_wandb_as_a_recorder_callback(tmp_path):
     for row, frames in zip(logged, expected):
         assert_episode(run_dir, row["gym/video"], frames)
     assert sorted(os.listdir(tmp_path / "videos")) == ["episode_0.mp4", "episode_1.mp4"]  # the user's files stay
+
+
+def test_gymnasium_record_video_logs_each_saved_video_with_a_caption(tmp_path):
+    import gymnasium as gym
+
+    from episode_recorder.gym import RecordVideo
+
+    run, run_dir = start_run()
+    env = RecordVideo(
+        gym.make("CartPole-v1", render_mode="rgb_array"),
+        str(tmp_path / "videos"),
+        episode_trigger=lambda episode: True,
+        wandb_log_key="rollout",
+    )
+    frames_per_episode = []
+    for seed in range(2):
+        env.reset(seed=seed)
+        steps, done = 0, False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            steps, done = steps + 1, terminated or truncated
+        frames_per_episode.append(steps + 1)
+        wandb.log({"episode_steps": steps})
+    env.close()
+    wandb.log({"final": 1})
+    wandb.finish()
+    rows = video_rows(history(run_dir), "rollout")
+    assert len(rows) == 2
+    assert [row["rollout_episode_id"] for row in rows] == [0, 1]
+    for row, count in zip(rows, frames_per_episode):
+        assert row["rollout"]["caption"].startswith(f"episode {row['rollout_episode_id']}")
+        assert len(decode(run_dir / "files" / row["rollout"]["path"])[0]) == count
+    assert len(media_files(run_dir)) == 2

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
+from episode_recorder.sinks.wandb import log_clip_to_wandb, require_wandb
 from episode_recorder.recorder import Clip, Recorder, Segment
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -86,6 +87,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         sidecar: bool = False,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
+        wandb_log_key: str | None = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -104,6 +106,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
             sidecar=sidecar,
             queue_frames=queue_frames,
             when_full=when_full,
+            wandb_log_key=wandb_log_key,
         )
         gym.Wrapper.__init__(self, env)
         check_render_mode(env.render_mode)
@@ -128,9 +131,13 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.video_options = VideoOptions(format=format, fps=self.frames_per_sec or 30, crf=crf, preset=preset, bitrate=bitrate)
         self.on_video_saved = on_video_saved
         self.sidecar = sidecar
+        self.wandb_log_key = wandb_log_key
+        if wandb_log_key is not None:
+            require_wandb(f"{type(self).__name__}(wandb_log_key=...)")
         self.queue_frames = queue_frames
         self.when_full: WhenFull = when_full
-        self.recorder: Recorder | None = None  # started with the first recording
+        # Started here, not at the first recording: the process start (~0.2 s) must not land in a step.
+        self.recorder: Recorder = make_recorder(self)
         self._segment: Segment | None = None
         self._recording_episode: int | None = None  # the episode an episode-triggered recording follows
         self._episode_return = 0.0
@@ -192,8 +199,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         try:
             if self.recording:
                 self.stop_recording()
-            if self.recorder is not None:
-                self.recorder.close()
+            self.recorder.close()
         finally:
             super().close()
 
@@ -201,8 +207,6 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Start a recording named ``video_name`` (stopping the current one first)."""
         if self.recording:
             self.stop_recording()
-        if self.recorder is None:
-            self.recorder = make_recorder(self)
         self.recording = True
         self._video_name = video_name
         self._recording_episode = None
@@ -291,6 +295,10 @@ def make_recorder(wrapper: Any) -> Recorder:
                 json.dump(info, file, indent=2)
         if wrapper.on_video_saved is not None:
             wrapper.on_video_saved(clip.path, info)
+        if wrapper.wandb_log_key is not None:
+            # one key per sub-env, so clips finishing between two wandb.log calls don't replace each other
+            key = wrapper.wandb_log_key if clip.env_index is None else f"{wrapper.wandb_log_key}/env_{clip.env_index}"
+            log_clip_to_wandb(clip, key=key)
 
     return Recorder(
         wrapper.video_folder,

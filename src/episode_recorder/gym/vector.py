@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from episode_recorder.frames import to_rgb
+from episode_recorder.sinks.wandb import require_wandb
 from episode_recorder.gym import VideoSavedCallback, check_render_mode, make_recorder, prepare_folder
 from episode_recorder.recorder import Recorder, Segment
 from episode_recorder.sinks.video import VideoOptions, WhenFull
@@ -88,6 +89,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         sidecar: bool = False,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
+        wandb_log_key: str | None = None,
     ) -> None:
         VectorWrapper.__init__(self, env)
         gym.utils.RecordConstructorArgs.__init__(
@@ -139,9 +141,13 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.video_options = VideoOptions(format=format, fps=self.frames_per_sec or 30, crf=crf, preset=preset, bitrate=bitrate)
         self.on_video_saved = on_video_saved
         self.sidecar = sidecar
+        self.wandb_log_key = wandb_log_key
+        if wandb_log_key is not None:
+            require_wandb(f"{type(self).__name__}(wandb_log_key=...)")
         self.queue_frames = queue_frames
         self.when_full: WhenFull = when_full
-        self.recorder: Recorder | None = None  # started with the first recording
+        # Started here, not at the first recording: the process start (~0.2 s) must not land in a step.
+        self.recorder: Recorder = make_recorder(self)
         self._segment: Segment | None = None
         self._grid: np.ndarray | None = None
 
@@ -215,8 +221,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
                 self.stop_recording()
             for index in self._env:
                 self._stop_env(index)
-            if self.recorder is not None:
-                self.recorder.close()
+            self.recorder.close()
         finally:
             super().close(**kwargs)
 
@@ -369,8 +374,6 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         )
 
     def _recorder(self) -> Recorder:
-        if self.recorder is None:
-            self.recorder = make_recorder(self)
         return self.recorder
 
 
