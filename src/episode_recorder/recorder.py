@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from episode_recorder.frames import to_rgb
@@ -29,7 +29,7 @@ from episode_recorder.sinks.video import EncoderProcessDied, VideoEncoderProcess
 ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed"]
 
 
-@dataclass
+@dataclass(eq=False)  # a clip is one file in the making: compared by identity
 class Clip:
     """One recorded segment of one camera of one env, and what is known about it."""
 
@@ -123,7 +123,8 @@ class Recorder:
     def wait(self, clips: list[Clip] | None = None) -> list[Clip]:
         """Block until ``clips`` (default: every stopped clip) are saved; returns them."""
         targets = clips if clips is not None else [c for c in self._unfinished.values() if c.status == "encoding"]
-        ids = {clip_id for clip_id, clip in self._unfinished.items() if clip in targets and clip.status == "encoding"}
+        wanted = {id(clip) for clip in targets}
+        ids = {clip_id for clip_id, clip in self._unfinished.items() if id(clip) in wanted and clip.status == "encoding"}
         self._handle(self._encoder.wait(ids))
         return targets
 
@@ -155,8 +156,7 @@ class Recorder:
             height=height,
             width=width,
         )
-        options = self.options if segment.fps == self.options.fps else _with_fps(self.options, segment.fps)
-        clip_id = self._encoder.open(clip.path, height, width, options)
+        clip_id = self._encoder.open(clip.path, height, width, replace(self.options, fps=segment.fps))
         self.clips.append(clip)
         self._unfinished[clip_id] = clip
         return clip_id, clip
@@ -262,9 +262,3 @@ class Segment:
         self._clip_ids = {}
         recorder.poll()
         return [clip for clip in self.clips.values() if clip.status in ("encoding", "saved")]
-
-
-def _with_fps(options: VideoOptions, fps: float) -> VideoOptions:
-    from dataclasses import replace
-
-    return replace(options, fps=fps)

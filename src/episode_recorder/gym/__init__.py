@@ -30,9 +30,9 @@ from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
-from episode_recorder.sinks.wandb import log_clip_to_wandb, require_wandb
 from episode_recorder.recorder import Clip, Recorder, Segment
 from episode_recorder.sinks.video import VideoOptions, WhenFull
+from episode_recorder.sinks.wandb import log_clip_to_wandb, require_wandb
 from episode_recorder.triggers import capped_cubic_video_schedule
 
 gym = require("gymnasium", "gym", "episode_recorder.gym")
@@ -128,16 +128,9 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.step_id = -1
         self.episode_id = -1
 
-        self.video_options = VideoOptions(format=format, fps=self.frames_per_sec or 30, crf=crf, preset=preset, bitrate=bitrate)
-        self.on_video_saved = on_video_saved
-        self.sidecar = sidecar
-        self.wandb_log_key = wandb_log_key
-        if wandb_log_key is not None:
-            require_wandb(f"{type(self).__name__}(wandb_log_key=...)")
-        self.queue_frames = queue_frames
-        self.when_full: WhenFull = when_full
-        # Started here, not at the first recording: the process start (~0.2 s) must not land in a step.
-        self.recorder: Recorder = make_recorder(self)
+        self.recorder: Recorder = start_recorder(
+            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
+        )
         self._segment: Segment | None = None
         self._recording_episode: int | None = None  # the episode an episode-triggered recording follows
         self._episode_return = 0.0
@@ -284,8 +277,33 @@ def prepare_folder(video_folder: str) -> str:
     return folder
 
 
-def make_recorder(wrapper: Any) -> Recorder:
-    """The recorder of a RecordVideo wrapper: sidecar and ``on_video_saved`` run as files complete."""
+def start_recorder(
+    wrapper: Any,
+    format: str,
+    crf: int | None,
+    preset: str | None,
+    bitrate: int | None,
+    on_video_saved: VideoSavedCallback | None,
+    sidecar: bool,
+    wandb_log_key: str | None,
+    queue_frames: int,
+    when_full: WhenFull,
+) -> Recorder:
+    """Set a RecordVideo wrapper's encoder attributes and start its recorder.
+
+    Started with the wrapper, not at the first recording, so the process start (~0.2 s) never lands
+    in a step. Sidecar, ``on_video_saved`` and W&B logging run as files complete.
+    """
+    wrapper.video_options = VideoOptions(
+        format=format, fps=wrapper.frames_per_sec or 30, crf=crf, preset=preset, bitrate=bitrate
+    )
+    wrapper.on_video_saved = on_video_saved
+    wrapper.sidecar = sidecar
+    wrapper.wandb_log_key = wandb_log_key
+    if wandb_log_key is not None:
+        require_wandb(f"{type(wrapper).__name__}(wandb_log_key=...)")
+    wrapper.queue_frames = queue_frames
+    wrapper.when_full = when_full
 
     def saved(clip: Clip) -> None:
         info = clip.metadata()

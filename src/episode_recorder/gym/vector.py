@@ -29,10 +29,9 @@ from typing import Any
 import numpy as np
 
 from episode_recorder.frames import to_rgb
-from episode_recorder.sinks.wandb import require_wandb
-from episode_recorder.gym import VideoSavedCallback, check_render_mode, make_recorder, prepare_folder
+from episode_recorder.gym import VideoSavedCallback, check_render_mode, prepare_folder, start_recorder
 from episode_recorder.recorder import Recorder, Segment
-from episode_recorder.sinks.video import VideoOptions, WhenFull
+from episode_recorder.sinks.video import WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
 
 import gymnasium as gym  # noqa: E402  (episode_recorder.gym checked that it is installed)
@@ -138,16 +137,9 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.step_id = -1
         self.episode_id = -1
 
-        self.video_options = VideoOptions(format=format, fps=self.frames_per_sec or 30, crf=crf, preset=preset, bitrate=bitrate)
-        self.on_video_saved = on_video_saved
-        self.sidecar = sidecar
-        self.wandb_log_key = wandb_log_key
-        if wandb_log_key is not None:
-            require_wandb(f"{type(self).__name__}(wandb_log_key=...)")
-        self.queue_frames = queue_frames
-        self.when_full: WhenFull = when_full
-        # Started here, not at the first recording: the process start (~0.2 s) must not land in a step.
-        self.recorder: Recorder = make_recorder(self)
+        self.recorder: Recorder = start_recorder(
+            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
+        )
         self._segment: Segment | None = None
         self._grid: np.ndarray | None = None
 
@@ -231,7 +223,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             self.stop_recording()
         self.recording = True
         self._video_name = video_name
-        self._segment = self._recorder().start(
+        self._segment = self.recorder.start(
             video_name, episode_id=self.episode_id, start_step=self.step_id + 1, fps=self.frames_per_sec or 30
         )
 
@@ -315,7 +307,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         if self.step_trigger and self.step_trigger(self.step_id):
             for index, env in self._env.items():
                 self._stop_env(index)
-                env.segment = self._recorder().start(
+                env.segment = self.recorder.start(
                     f"{self.name_prefix}-env-{index}-step-{self.step_id}",
                     episode_id=self.env_episode_ids[index],
                     env_index=index,
@@ -333,7 +325,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         env.in_episode, env.episode_return, env.episode_length = True, 0.0, 0
         if self.episode_trigger and self.episode_trigger(episode):
             self._stop_env(index)
-            env.segment = self._recorder().start(
+            env.segment = self.recorder.start(
                 f"{self.name_prefix}-env-{index}-episode-{episode}",
                 episode_id=episode,
                 env_index=index,
@@ -372,9 +364,6 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             episode_return=None if summary is None else summary[0],
             episode_length=None if summary is None else summary[1],
         )
-
-    def _recorder(self) -> Recorder:
-        return self.recorder
 
 
 class _EnvRecording:
