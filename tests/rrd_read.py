@@ -26,3 +26,19 @@ def read_rrd(path: str | Path) -> dict[str, list[dict[str, Any]]]:
 def component(rows: list[dict[str, Any]], name: str) -> list[Any]:
     """Values of one component (e.g. ``Transform3D:translation``) over the rows that carry it."""
     return [r[name] for r in rows if r.get(name) is not None]
+
+
+def blueprint_views(path: str | Path) -> set[tuple[str, str]]:
+    """{(view kind, origin)} of the blueprint stored in the file."""
+    from rerun.chunk import RrdReader
+
+    reader = RrdReader(path)
+    (blueprint,) = reader.blueprints()
+    views = set()
+    for chunk in reader.stream(store=blueprint):
+        batch = chunk.to_record_batch()
+        if "ViewBlueprint:class_identifier" in batch.schema.names:
+            kind = batch.column("ViewBlueprint:class_identifier").to_pylist()[0][0]
+            origin = batch.column("ViewBlueprint:space_origin").to_pylist()[0][0]
+            views.add((kind, origin))
+    return views

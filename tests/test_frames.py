@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from episode_recorder.frames import flatten_frames, select, to_rgb
+from episode_recorder.frames import EnvRows, flatten_frames, select, to_rgb
 
 
 def test_uint8_rgb_is_passed_through_without_a_copy():
@@ -63,3 +63,16 @@ def test_flatten_nested_cameras_and_select_errors():
     assert select(np.arange(3), None).tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="batch entry 5"):
         select(np.zeros((2, 4, 4, 3)), 5)
+
+
+@pytest.mark.parametrize("make", [np.array, torch.tensor])
+def test_env_rows_copy_the_chosen_rows_and_never_alias_the_source(make):
+    source = make([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    rows, whole = EnvRows([2, 0]), EnvRows(None)
+    on_device = rows.select(source)
+    host, everything = rows(source), whole(source)
+    source[...] = 0  # the env overwrites its buffer in place
+    assert type(on_device) is type(source)
+    assert on_device.tolist() == [[5.0, 6.0], [1.0, 2.0]]
+    assert isinstance(host, np.ndarray) and host.tolist() == [[5.0, 6.0], [1.0, 2.0]]
+    assert everything.tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger  # noqa: E402
 from isaaclab_standin import make_scene, step  # noqa: E402
-from rrd_read import component, read_rrd  # noqa: E402
+from rrd_read import blueprint_views, component, read_rrd  # noqa: E402
 
 ENVS = [0, 2]
 
@@ -92,7 +94,7 @@ def test_scene_source_buffers_in_place_updates_and_flushes_columns(tmp_path, ver
 
 def test_unknown_pose_layout_is_a_clear_error(tmp_path):
     scene = make_scene(num_envs=1, num_links=1)
-    scene.articulations["robot"].data._buffer = np.zeros((1, 1, 7))  # neither torch nor ProxyArray
+    scene.articulations["robot"].data = SimpleNamespace(body_link_pose_w=np.zeros((1, 1, 7)))  # neither torch nor ProxyArray
     logger = IsaacLabRerunLogger(scene, save_path=tmp_path / "scene.rrd")
     with pytest.raises(ValueError, match="numpy.ndarray.*torch.Tensor.*ProxyArray"):
         logger.record_poses()
@@ -113,3 +115,89 @@ def test_bodies_found_on_the_stage_without_a_physics_view(tmp_path):
     del scene.articulations["robot"].root_physx_view  # not initialised yet: search by name, not `{root}/{name}`
     logger = IsaacLabRerunLogger(scene, save_path=tmp_path / "scene.rrd")
     assert logger.assets[0].prims[2] == "/World/envs/env_0/Robot/link_0/link_1/link_2"
+
+
+# -- LogRerun on an Isaac Lab env ---------------------------------------------------------------
+
+
+def scalars(rows: list[dict], timeline: str) -> dict[int, list[float]]:
+    return {r[timeline]: r["Scalars:scalars"] for r in rows if r.get(timeline) is not None}
+
+
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_log_rerun_on_isaaclab_env_splits_episodes_inside_step(tmp_path, version):
+    gym = pytest.importorskip("gymnasium")
+    from episode_recorder.rerun import LogRerun
+    from isaaclab_standin import IsaacLabEnv
+
+    scene = make_scene(num_envs=3, num_links=2, version=version)
+    base = IsaacLabEnv(scene, version, episode_lengths=[3, 5, 2], decimation=4)  # step_dt 0.02 s
+    env = LogRerun(base, logged_envs=ENVS, save_path=tmp_path / "run.rrd", episode_trigger=lambda ep: True)
+    assert isinstance(env.scene, IsaacLabRerunLogger)
+    env.reset()
+    shown = [{k: v.copy() for k, v in base.poses.items()}]  # what the scene shows after each call
+    for _ in range(7):
+        env.step(torch.ones(3, 2))
+        shown.append({k: v.copy() for k, v in base.poses.items()})
+    env.close()
+    rows = read_rrd(tmp_path / "run.rrd")
+
+    # Env 0 (the first logged env) finishes at steps 3 and 6: reset() was called once, yet three episodes.
+    # The step that finishes an episode gives it its reward; the state it returns starts the next one.
+    frames_of = {"episode_0": [0, 1, 2], "episode_1": [3, 4, 5], "episode_2": [6, 7]}
+    for episode, calls in frames_of.items():
+        for frame, call in enumerate(calls):
+            for entity, pose in expected_rows(shown[call]).items():
+                np.testing.assert_allclose(poses_at(rows[entity], f"{episode}_step", frame), pose, atol=1e-6)
+        link = rows["/World/envs/env_0/Robot/link_1"]
+        assert sorted(r[f"{episode}_step"] for r in link if r.get(f"{episode}_step") is not None) == list(
+            range(len(calls))
+        )
+    rewards = rows["/scalars/env_0/reward"]
+    assert scalars(rewards, "episode_0_step") == {1: [3.0], 2: [4.0], 3: [5.0]}  # 2 (action) + steps so far
+    assert scalars(rewards, "episode_1_step") == {1: [3.0], 2: [4.0], 3: [5.0]}
+    # Env 2 finishes every 2 steps: its own return and episode count, on env 0's timeline.
+    assert scalars(rows["/scalars/env_2/return"], "episode_0_step") == {1: [3.0], 2: [7.0], 3: [3.0]}
+    # Its episode index, logged when it changes, goes with its reward: the step that finishes episode k
+    # still counts as k.
+    assert scalars(rows["/scalars/env_2/episode"], "episode_1_step") == {0: [1.0], 2: [2.0]}
+    assert scalars(rows["/scalars/env_0/action"], "episode_2_step") == {1: [1.0, 1.0]}
+    # Time from step_dt (decimation x physics_dt), not physics_dt.
+    link = [r for r in rows["/World/envs/env_2/Object"] if r.get("episode_1_step") is not None]
+    seconds = [r["episode_1_timestamp"].total_seconds() for r in link]
+    np.testing.assert_allclose(seconds, [0.02 * r["episode_1_step"] for r in link])
+    assert not any("env_1" in path for path in rows)
+    assert component(rows["/World/envs/env_2/Object/geometry/ball"], "Ellipsoids3D:half_sizes")
+    assert ("3D", "/World") in blueprint_views(tmp_path / "run.rrd")
+
+
+def test_log_rerun_snippets_run_across_episode_boundaries(tmp_path):
+    pytest.importorskip("gymnasium")
+    from episode_recorder.rerun import LogRerun
+    from isaaclab_standin import IsaacLabEnv
+
+    scene = make_scene(num_envs=2, num_links=1, version="3")
+    base = IsaacLabEnv(scene, "3", episode_lengths=[2, 2])
+    env = LogRerun(base, save_path=tmp_path / "run.rrd", step_trigger=lambda t: t == 0, recording_length=4)
+    env.reset()
+    shown = []
+    for _ in range(6):
+        env.step(torch.zeros(2, 2))
+        shown.append({k: v.copy() for k, v in base.poses.items()})
+    env.close()
+    rows = read_rrd(tmp_path / "run.rrd")
+    link = rows["/World/envs/env_0/Robot/link_0"]
+    assert sorted(r["step_0_step"] for r in link if r.get("step_0_step") is not None) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(poses_at(link, "step_0_step", 1), shown[1]["robot"][0, 0], atol=1e-6)  # home pose
+    assert scalars(rows["/scalars/env_0/return"], "step_0_step") == {0: [1.0], 1: [3.0], 2: [1.0], 3: [3.0], 4: [1.0]}
+
+
+def test_log_rerun_refuses_logged_envs_out_of_range_before_creating_a_file(tmp_path):
+    pytest.importorskip("gymnasium")
+    from episode_recorder.rerun import LogRerun
+    from isaaclab_standin import IsaacLabEnv
+
+    base = IsaacLabEnv(make_scene(num_envs=2, num_links=1), "2", episode_lengths=[2, 2])
+    with pytest.raises(ValueError, match=r"logged_envs \[0, 2\] out of range for IsaacLabEnv of 2 envs"):
+        LogRerun(base, logged_envs=[0, 2], save_path=tmp_path / "run.rrd")
+    assert not (tmp_path / "run.rrd").exists()

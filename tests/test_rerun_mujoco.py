@@ -17,6 +17,7 @@ from rerun.chunk import RrdReader  # noqa: E402
 
 from episode_recorder.rerun import LogRerun, MujocoRerunLogger  # noqa: E402
 from episode_recorder.scenes.mujoco import GEOM_KINDS  # noqa: E402
+from rrd_read import blueprint_views  # noqa: E402
 
 
 class Rows:
@@ -45,20 +46,6 @@ def read_rrd(path: Path) -> dict[str, Rows]:
             if name != "rerun.controls.RowId":
                 rows.columns[name].extend(batch.column(name).to_pylist())
     return dict(entities)
-
-
-def blueprint_views(path: Path) -> set[tuple[str, str]]:
-    """{(view kind, origin)} of the blueprint stored in the file."""
-    reader = RrdReader(path)
-    (blueprint,) = reader.blueprints()
-    views = set()
-    for chunk in reader.stream(store=blueprint):
-        batch = chunk.to_record_batch()
-        if "ViewBlueprint:class_identifier" in batch.schema.names:
-            kind = batch.column("ViewBlueprint:class_identifier").to_pylist()[0][0]
-            origin = batch.column("ViewBlueprint:space_origin").to_pylist()[0][0]
-            views.add((kind, origin))
-    return views
 
 
 def by_frame(rows: Rows, timeline: str, component: str) -> dict[int, Any]:

@@ -13,7 +13,7 @@ float-to-uint8 conversion of torch tensors happens on their device (4x less to c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,41 @@ def flatten_frames(frame: Any, separator: str = ".") -> dict[str | None, Any]:
 
     visit("", frame)
     return flat
+
+
+class EnvRows:
+    """Fresh host (numpy) copies of the rows ``envs`` of batched arrays: numpy, torch or jax.
+
+    The rows are taken on the array's own device, so only they cross to the host; ``envs=None``
+    copies whole arrays. The env's buffers may be reused in place: the result never aliases them.
+
+    >>> EnvRows([0, 2])(np.arange(6).reshape(3, 2)).tolist()
+    [[0, 1], [4, 5]]
+    """
+
+    def __init__(self, envs: Sequence[int] | None) -> None:
+        self.envs = None if envs is None else np.asarray(envs, dtype=np.int64)
+        self._torch_index: dict[Any, Any] = {}  # device -> index tensor
+
+    def select(self, value: Any) -> Any:
+        """The rows as a new array on ``value``'s device (torch, numpy or jax), never a view of it."""
+        if hasattr(value, "detach"):  # torch
+            if self.envs is None:
+                return value.detach().clone()
+            index = self._torch_index.get(value.device)
+            if index is None:
+                import torch
+
+                index = self._torch_index[value.device] = torch.as_tensor(self.envs, device=value.device)
+            return value.detach().index_select(0, index)
+        return np.array(value) if self.envs is None else value[self.envs]  # fancy indexing copies
+
+    def __call__(self, value: Any) -> np.ndarray:
+        if hasattr(value, "detach"):  # torch
+            if self.envs is None:
+                return value.detach().cpu().numpy().copy()
+            return self.select(value).cpu().numpy()
+        return np.array(self.select(value))
 
 
 def select(frame: Any, index: int | None) -> Any:

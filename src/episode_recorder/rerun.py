@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, SupportsFloat
 import numpy as np
 
 from episode_recorder._optional import require
+from episode_recorder.frames import EnvRows
 from episode_recorder.rerun_stream import resolve_stream
 from episode_recorder.scenes import SceneSource
-from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger
+from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger, is_isaaclab_scene
 from episode_recorder.scenes.mujoco import MujocoRerunLogger
 from episode_recorder.scenes.usd import UsdRerunLogger
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -38,13 +39,20 @@ def is_mujoco_env(env: gym.Env[Any, Any]) -> bool:
     return hasattr(env.unwrapped, "model") and hasattr(env.unwrapped, "data")
 
 
+def is_isaaclab_env(env: gym.Env[Any, Any]) -> bool:
+    """Whether ``env.unwrapped.scene`` is an Isaac Lab ``InteractiveScene``."""
+    return is_isaaclab_scene(getattr(env.unwrapped, "scene", None))
+
+
 def scene_source_for(
     env: gym.Env[Any, Any], logged_envs: list[int], stream: rr.RecordingStream
 ) -> SceneSource | None:
-    """The 3D scene source for ``env`` (MuJoCo: ``unwrapped.model`` / ``data``), or None."""
+    """The 3D scene source for ``env`` (MuJoCo ``model``/``data`` or an Isaac Lab ``scene``), or None."""
+    unwrapped = env.unwrapped
     if is_mujoco_env(env):
-        unwrapped = env.unwrapped
         return MujocoRerunLogger(unwrapped.model, unwrapped.data, recording_stream=stream, root=SCENE_ROOT)
+    if is_isaaclab_env(env):
+        return IsaacLabRerunLogger(unwrapped.scene, logged_envs=logged_envs, recording_stream=stream)
     return None
 
 
@@ -57,17 +65,6 @@ def _step_duration(env: gym.Env[Any, Any]) -> float:
             return float(value)
     fps = env.metadata.get("render_fps") or 30
     return 1.0 / float(fps)
-
-
-def _host(value: Any, index: list[int] | None) -> np.ndarray | None:
-    """A numpy copy of a per-step value (rows ``index`` of a batched one, taken before the host copy)."""
-    if value is None or isinstance(value, (dict, tuple, list, str)):
-        return None
-    if index is not None:
-        value = value[index]
-    if hasattr(value, "detach"):  # torch
-        return value.detach().cpu().numpy()
-    return np.array(value)  # a copy: envs may reuse their buffers
 
 
 def _flat_rows(values: list[np.ndarray], per_env: bool) -> np.ndarray | None:
@@ -83,7 +80,7 @@ def _flat_rows(values: list[np.ndarray], per_env: bool) -> np.ndarray | None:
 
 
 class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Records episodes to Rerun: 3D scene, rewards/actions/observations and camera frames.
+    """Records episodes to Rerun: 3D scene (MuJoCo, Isaac Lab), rewards/actions/observations, camera frames.
 
     The API follows :class:`gymnasium.wrappers.RecordVideo`: ``episode_trigger(episode_id)``
     on ``reset()`` starts recording ``episode_{id}``, ``step_trigger(step_id)`` on the global
@@ -91,6 +88,12 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``recording_length=0`` records whole episodes, ``N > 0`` snippets of N frames after the first.
     Each recording has the timelines ``{name}_step`` (frame index) and ``{name}_timestamp``
     (frame index x the env's step duration).
+
+    Batched envs (``env.unwrapped.num_envs``, Isaac Lab) log the ``logged_envs`` only. They reset
+    finished envs inside ``step()`` and call ``reset()`` once, so episodes are counted on the first
+    logged env's ``terminated | truncated``; every logged env has its own ``return`` and ``episode``
+    scalars (the step that finishes an episode still counts for it). Time is ``step_dt`` (Isaac
+    Lab), else ``dt`` (MuJoCo), else ``1 / render_fps``.
 
     Stream: ``save_path`` (a new stream saved to that file), else ``recording_stream``, else
     ``rr.get_data_recording()``. Call ``close()`` to complete the file.
@@ -143,11 +146,16 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(f"flush_every must be >= 1, received {flush_every}")
         self.logged_envs = [logged_envs] if isinstance(logged_envs, int) else list(logged_envs)
         # Check the input before resolve_stream creates a file.
-        has_scene = scene is not None or is_mujoco_env(env)
+        has_scene = scene is not None or is_mujoco_env(env) or is_isaaclab_env(env)
         if is_mujoco_env(env) and scene is None and self.logged_envs != [0]:
             raise ValueError(
                 f"{type(env.unwrapped).__name__} is a single MuJoCo env: logged_envs must be 0, "
                 f"received {logged_envs}."
+            )
+        num_envs = getattr(env.unwrapped, "num_envs", None)
+        if num_envs is not None and not all(0 <= e < num_envs for e in self.logged_envs):
+            raise ValueError(
+                f"logged_envs {logged_envs} out of range for {type(env.unwrapped).__name__} of {num_envs} envs."
             )
         renders_rgb = env.render_mode == "rgb_array"
         if log_frames and not renders_rgb:
@@ -160,8 +168,9 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(
                 f"LogRerun has nothing to log for {type(env.unwrapped).__name__} "
                 f"(render_mode={env.render_mode!r}): it needs a 3D scene or camera frames. Supported: "
-                "Gymnasium MuJoCo envs (env.unwrapped has `model` and `data`), a custom scene= "
-                "SceneSource, or any env made with render_mode='rgb_array' (camera frames)."
+                "Gymnasium MuJoCo envs (env.unwrapped has `model` and `data`), Isaac Lab envs "
+                "(env.unwrapped.scene is an InteractiveScene), a custom scene= SceneSource, or any env "
+                "made with render_mode='rgb_array' (camera frames)."
             )
         application_id = env.spec.id if env.spec is not None else "env"
         self.recording_stream = resolve_stream(save_path, recording_stream, application_id)
@@ -171,7 +180,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.log_observations = log_observations
         self.flush_every = flush_every
         self.step_duration = _step_duration(env)
-        self._batched = getattr(env.unwrapped, "num_envs", None) is not None
+        self._batched = num_envs is not None
 
         if episode_trigger is None and step_trigger is None:
             episode_trigger = capped_cubic_video_schedule
@@ -184,10 +193,13 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._timeline_name: str | None = None
         self._recorded_frames = 0
         self._geometry_logged = False
-        self._env_index = self.logged_envs if self._batched else None
+        self._env_rows = EnvRows(self.logged_envs if self._batched else None)
         self._return: np.ndarray | float = 0.0
-        # Rows buffered since the last flush, one per frame: (frame, reward, return, action, obs, jpeg).
-        self._rows: list[tuple[int, Any, Any, Any, Any, bytes | None]] = []
+        self._env_episodes = np.zeros(len(self.logged_envs), dtype=np.int64)  # batched: per logged env
+        self._episodes_changed = False
+        # Rows buffered since the last flush, one per frame: {"frame": i, column name: host value}.
+        self._rows: list[dict[str, Any]] = []
+        self._scene_frames: list[int] = []  # frames whose scene poses are buffered in self.scene
         if blueprint:
             self.recording_stream.send_blueprint(self.default_blueprint())
 
@@ -243,48 +255,83 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset; stop a whole-episode recording; maybe start ``episode_{id}``; log the first frame."""
         obs, info = super().reset(seed=seed, options=options)
-        self.episode_id += 1
         self._return = 0.0
-        if self.recording and self.recording_length == float("inf"):
-            self.stop_recording()
-        if self.episode_trigger is not None and self.episode_trigger(self.episode_id):
-            self.start_recording(f"episode_{self.episode_id}")
+        if self.episode_id >= 0:  # every env starts a new episode
+            self._env_episodes += 1
+            self._episodes_changed = True
+        self._next_episode()
         if self.recording:
-            self._capture(obs, None, None)
+            self._capture(obs)
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Step; maybe start ``step_{id}``; log a frame while recording."""
+        """Step; maybe start ``step_{id}``; log a frame while recording.
+
+        Batched envs (Isaac Lab) reset finished envs inside ``step()`` and return the new episode's
+        first state: when the first logged env finishes, ``episode_{id}`` ends with this step's
+        reward and action, and the state is the first frame of the next episode.
+        """
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.step_id += 1
         if self.step_trigger is not None and self.step_trigger(self.step_id):
             self.start_recording(f"step_{self.step_id}")
+        done = self._logged_done(terminated, truncated) if self._batched else None
+        episode_ends = done is not None and bool(done[0])
         if self.recording:
-            self._capture(obs, reward, action)
-            if self._batched:  # batched envs reset inside step(): restart the return of finished envs
-                done = np.logical_or(_host(terminated, self._env_index), _host(truncated, self._env_index))
-                self._return = np.where(done, 0.0, self._return)
+            if episode_ends and self.recording_length == float("inf"):
+                self._capture(obs, reward, action, state=False)  # the state belongs to the next episode
+            else:
+                self._capture(obs, reward, action)
+        if done is not None and done.any():  # restart the return, count the episode of finished logged envs
+            self._return = np.where(done, 0.0, self._return)
+            self._env_episodes += done
+            self._episodes_changed = True
+        if episode_ends and self._next_episode():
+            self._capture(obs)
         return obs, reward, terminated, truncated, info
+
+    def _logged_done(self, terminated: Any, truncated: Any) -> np.ndarray:
+        """terminated | truncated of the logged envs, (logged envs,) bool on the host."""
+        return self._env_rows(terminated | truncated).astype(bool).reshape(len(self.logged_envs))
+
+    def _host(self, value: Any) -> np.ndarray | None:
+        """A host copy of a per-step array (the logged envs' rows of a batched one); None for other values."""
+        if value is None or isinstance(value, (dict, tuple, list, str)):
+            return None
+        return self._env_rows(value)
+
+    def _next_episode(self) -> bool:
+        """Count an episode, stop a whole-episode recording, ask ``episode_trigger``: True if it started one."""
+        self.episode_id += 1
+        if self.recording and self.recording_length == float("inf"):
+            self.stop_recording()
+        if self.episode_trigger is not None and self.episode_trigger(self.episode_id):
+            self.start_recording(f"episode_{self.episode_id}")
+            return True
+        return False
 
     # -- capture and flush ---------------------------------------------------------------------
 
-    def _capture(self, obs: Any, reward: Any, action: Any) -> None:
-        """Buffer one frame: poses (scene), host copies of reward/return/action/obs, the JPEG."""
-        if self.scene is not None:
-            self.scene.record_poses()
-        reward = _host(reward, self._env_index)
+    def _capture(self, obs: Any, reward: Any = None, action: Any = None, state: bool = True) -> None:
+        """Buffer one frame: host copies of reward/return/action and, with ``state``, of the scene, obs and JPEG."""
+        row: dict[str, Any] = {"frame": self._recorded_frames}
+        reward = self._host(reward)
         if reward is not None:
             self._return = self._return + reward
-        self._rows.append(
-            (
-                self._recorded_frames,
-                reward,
-                self._return if reward is not None else None,
-                _host(action, self._env_index),
-                _host(obs, self._env_index) if self.log_observations else None,
-                self._jpeg(self.env.render()) if self.log_frames else None,
-            )
-        )
+            row["reward"], row["return"] = reward, self._return
+        row["action"] = self._host(action)
+        if state:
+            if self.scene is not None:
+                self.scene.record_poses()
+                self._scene_frames.append(self._recorded_frames)
+            if self.log_observations:
+                row["observation"] = self._host(obs)
+            if self.log_frames:
+                row["jpeg"] = self._jpeg(self.env.render())
+        if self._batched and (self._episodes_changed or not self._recorded_frames):  # sparse: on change
+            row["episode"] = self._env_episodes.copy()
+            self._episodes_changed = False
+        self._rows.append(row)
         self._recorded_frames += 1
         if len(self._rows) >= self.flush_every:
             self._flush()
@@ -316,30 +363,28 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """``send_columns`` every buffer of the running recording, then clear them."""
         rr = require("rerun", "rerun", "Logging to Rerun")
         rows, self._rows = self._rows, []
-        if not rows:
-            return
+        scene_frames, self._scene_frames = self._scene_frames, []
         stream = self.recording_stream
-        frames = [row[0] for row in rows]
-        if self.scene is not None:
-            self.scene.flush(stream, self._time_columns(frames))
-        for column, name in enumerate(("reward", "return", "action", "observation"), start=1):
-            present = [row for row in rows if row[column] is not None]
-            values = _flat_rows([row[column] for row in present], per_env=self._batched)
+        if self.scene is not None and scene_frames:
+            self.scene.flush(stream, self._time_columns(scene_frames))
+        for name in ("reward", "return", "action", "observation", "episode"):
+            present = [row for row in rows if row.get(name) is not None]
+            values = _flat_rows([row[name] for row in present], per_env=self._batched)
             if values is None:
                 continue
-            time_columns = self._time_columns([row[0] for row in present])
+            time_columns = self._time_columns([row["frame"] for row in present])
             for env_row, env in enumerate(self.logged_envs if self._batched else [None]):
                 series = values[:, env_row] if self._batched else values
                 path = f"{SCALARS_ROOT}/{name}" if env is None else f"{SCALARS_ROOT}/env_{env}/{name}"
                 # A (rows, k) array: one row of k scalars per time (Rerun infers the partition).
                 stream.send_columns(path, indexes=time_columns, columns=rr.Scalars.columns(scalars=series))
-        images = [row for row in rows if row[5] is not None]
+        images = [row for row in rows if "jpeg" in row]
         if images:
             stream.send_columns(
                 CAMERA_ENTITY,
-                indexes=self._time_columns([row[0] for row in images]),
+                indexes=self._time_columns([row["frame"] for row in images]),
                 columns=rr.EncodedImage.columns(
-                    blob=[row[5] for row in images], media_type=["image/jpeg"] * len(images)
+                    blob=[row["jpeg"] for row in images], media_type=["image/jpeg"] * len(images)
                 ),
             )
 
@@ -348,7 +393,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         rrb = require("rerun.blueprint", "rerun", "Logging to Rerun")
         views = []
         if self.scene is not None:
-            views.append(rrb.Spatial3DView(origin=f"/{SCENE_ROOT}", name="scene"))
+            views.append(rrb.Spatial3DView(origin=getattr(self.scene, "origin", "/"), name="scene"))
         if self.log_frames:
             views.append(rrb.Spatial2DView(origin=f"/{CAMERA_ENTITY}", name="camera"))
         views.append(rrb.TimeSeriesView(origin=f"/{SCALARS_ROOT}", name="scalars"))

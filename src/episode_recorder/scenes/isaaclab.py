@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from episode_recorder.frames import EnvRows
 from episode_recorder.rerun_stream import resolve_stream
+from episode_recorder.scenes import ArrowBatch, send_pose_columns
 from episode_recorder.scenes.usd import _pxr, iter_drawn_prims, log_prim_geometry, stage_axis_and_units
 
 if TYPE_CHECKING:
@@ -53,8 +55,9 @@ def pose_array(data: Any) -> tuple[Any, bool]:
 
     Isaac Lab 3.x returns ``ProxyArray`` (``.torch``, x,y,z,w); 2.x returns ``torch.Tensor`` (w,x,y,z).
     """
-    name = "body_link_pose_w" if hasattr(data, "body_link_pose_w") else "body_pose_w"
-    value = getattr(data, name, None)
+    name, value = "body_link_pose_w", getattr(data, "body_link_pose_w", None)  # one read: it may compute
+    if value is None:
+        name, value = "body_pose_w", getattr(data, "body_pose_w", None)
     if value is None:
         raise ValueError(
             f"Cannot read body poses from {type(data).__name__}: it has neither body_link_pose_w nor "
@@ -141,10 +144,15 @@ class IsaacLabRerunLogger:
         self.stream = resolve_stream(save_path, recording_stream, application_id or "isaaclab")
         self.assets = self._find_assets()
         self.entities = [e for a in self.assets for e in a.entities]
-        self._env_index: dict[Any, Any] = {}
-        self._rows: list[np.ndarray] = []
+        self._env_rows = EnvRows(self.envs)
+        self._rows: list[list[tuple[Any, bool]]] = []  # per frame, per asset: (poses on the device, xyzw)
         self._last: np.ndarray | None = None
         self._geometry_logged = False
+
+    @property
+    def origin(self) -> str:
+        """The top prim above the logged bodies (``/World`` in Isaac Lab): the 3D view's origin."""
+        return "/" + self.entities[0].strip("/").split("/")[0] if self.entities else "/"
 
     def _find_assets(self) -> list[_Asset]:
         assets = []
@@ -165,39 +173,40 @@ class IsaacLabRerunLogger:
 
     # ------------------------------------------------------------ poses
 
-    def read_poses(self) -> np.ndarray:
-        """World poses of every logged body, (bodies, 7) as x,y,z, qx,qy,qz,qw: a fresh host copy."""
-        parts = []
+    def _select_poses(self) -> list[tuple[Any, bool]]:
+        """Per asset: (the logged envs' body poses as a new tensor on the sim's device, quaternion is x,y,z,w)."""
+        selected = []
         for item in self.assets:
             tensor, xyzw = pose_array(item.asset.data)
-            index = self._env_index.get(tensor.device)
-            if index is None:
-                import torch
+            selected.append((self._env_rows.select(tensor), xyzw))  # index_select: a copy, not a view
+        return selected
 
-                index = self._env_index[tensor.device] = torch.as_tensor(self.envs, device=tensor.device)
-            selected = tensor.index_select(0, index)  # logged envs only, on the device: a new tensor
-            host = selected.detach().to("cpu").numpy().reshape(-1, 7)
-            parts.append(host if xyzw else host[:, XYZW_FROM_WXYZ])
-        return np.concatenate(parts).astype(np.float32)  # concatenate copies: never a view of a live buffer
+    def _to_host(self, rows: list[list[tuple[Any, bool]]]) -> np.ndarray:
+        """(rows, bodies, 7) float32 x,y,z, qx,qy,qz,qw from selected rows: one host copy per asset."""
+        import torch
+
+        parts = []
+        for asset in range(len(self.assets)):
+            xyzw = rows[0][asset][1]
+            host = torch.stack([row[asset][0] for row in rows]).cpu().numpy().reshape(len(rows), -1, 7)
+            parts.append(host if xyzw else host[..., XYZW_FROM_WXYZ])
+        return np.concatenate(parts, axis=1, dtype=np.float32)
+
+    def read_poses(self) -> np.ndarray:
+        """World poses of every logged body, (bodies, 7) as x,y,z, qx,qy,qz,qw: a fresh host copy."""
+        return self._to_host([self._select_poses()])[0]
 
     def record_poses(self) -> None:
-        """Buffer one row of poses (a copy; Isaac Lab updates its buffers in place)."""
-        self._rows.append(self.read_poses())
+        """Buffer one row of poses, selected on the sim's device; the host copy waits for ``flush``."""
+        self._rows.append(self._select_poses())
 
     def flush(self, stream: rr.RecordingStream, time_columns: Sequence[Any]) -> None:
         """``rr.send_columns`` the buffered rows, one call per body, with ``time_columns`` (``rr.TimeColumn``s)."""
-        import rerun as rr
-
         if not self._rows:
             return
-        rows = np.stack(self._rows)  # (rows, bodies, 7)
+        poses = self._to_host(self._rows).transpose(1, 0, 2)  # (bodies, rows, 7)
         self._rows.clear()
-        for column, entity in enumerate(self.entities):
-            stream.send_columns(
-                entity,
-                indexes=time_columns,
-                columns=rr.Transform3D.columns(translation=rows[:, column, :3], quaternion=rows[:, column, 3:]),
-            )
+        send_pose_columns(stream, self.entities, poses[..., :3], poses[..., 3:], time_columns)
 
     # ------------------------------------------------------------ geometry
 
@@ -238,8 +247,20 @@ class IsaacLabRerunLogger:
         poses = self.read_poses()
         changed = np.ones(len(poses), dtype=bool) if self._last is None else (poses != self._last).any(axis=1)
         self._last = poses
-        # Rerun has no multi-entity log at the caller's current time: one small log per changed body.
-        # Inside LogRerun, record_poses/flush send all rows of a body in one send_columns instead.
+        # Rerun has no multi-entity log at the caller's current time, so this is one log per changed
+        # body; its rows are sliced from two Arrow arrays converted once per call, which costs half of
+        # building an rr.Transform3D per body. Inside LogRerun, flush() sends each body's rows in one
+        # send_columns instead.
+        translations = rr.components.Translation3DBatch(poses[:, :3]).as_arrow_array()
+        quaternions = rr.components.RotationQuatBatch(poses[:, 3:]).as_arrow_array()
+        translation_descriptor = rr.Transform3D.descriptor_translation()
+        quaternion_descriptor = rr.Transform3D.descriptor_quaternion()
         for index in np.flatnonzero(changed):
-            pose = poses[index]
-            self.stream.log(self.entities[index], rr.Transform3D(translation=pose[:3], quaternion=pose[3:]))
+            self.stream.log(
+                self.entities[index],
+                [
+                    rr.DescribedComponentBatch(ArrowBatch(translations.slice(index, 1)), translation_descriptor),
+                    rr.DescribedComponentBatch(ArrowBatch(quaternions.slice(index, 1)), quaternion_descriptor),
+                ],
+            )
+

@@ -19,6 +19,7 @@ import numpy as np
 
 from episode_recorder._optional import require
 from episode_recorder.rerun_stream import resolve_stream
+from episode_recorder.scenes import send_pose_columns
 
 if TYPE_CHECKING:
     import mujoco
@@ -117,6 +118,11 @@ class MujocoRerunLogger:
 
         self._positions: list[np.ndarray] = []
         self._quaternions: list[np.ndarray] = []
+
+    @property
+    def origin(self) -> str:
+        """The entity every body hangs below (``/{root}``): the 3D view's origin."""
+        return f"/{self.root}"
 
     @property
     def recording_stream(self) -> rr.RecordingStream:
@@ -244,7 +250,7 @@ class MujocoRerunLogger:
         """Send the buffered poses with ``rr.send_columns`` (one call per moving body), then clear."""
         if not self._positions:
             return
-        rr = require("rerun", "rerun", "Logging to Rerun")
+        require("rerun", "rerun", "Logging to Rerun")
         stream = stream if stream is not None else self.recording_stream
         # (bodies, rows, 3|4) float32, so each body's column is contiguous: Rerun converts a
         # contiguous float32 column ~10x faster than a strided float64 one (and stores float32).
@@ -253,9 +259,4 @@ class MujocoRerunLogger:
         quaternions = _wxyz_to_xyzw(np.stack(self._quaternions, axis=1)[moving].astype(np.float32))
         self._positions.clear()
         self._quaternions.clear()
-        for column, body in enumerate(moving):
-            stream.send_columns(
-                self.body_paths[body],
-                indexes=time_columns,
-                columns=rr.Transform3D.columns(translation=positions[column], quaternion=quaternions[column]),
-            )
+        send_pose_columns(stream, [self.body_paths[body] for body in moving], positions, quaternions, time_columns)
