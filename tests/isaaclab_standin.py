@@ -22,12 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import gymnasium as gym
 from pxr import Gf, Usd, UsdGeom
-
-try:
-    import gymnasium as gym
-except ImportError:  # only IsaacLabEnv needs it
-    gym = None
 
 
 class ProxyArray:
@@ -194,56 +190,54 @@ def step(scene: InteractiveScene, t: int, version: str) -> dict[str, np.ndarray]
     return poses
 
 
-if gym is not None:
+class IsaacLabEnv(gym.Env):
+    """A minimal ``ManagerBasedRLEnv``: batched torch tensors, ``scene``, ``step_dt = decimation x physics_dt``.
 
-    class IsaacLabEnv(gym.Env):
-        """A minimal ``ManagerBasedRLEnv``: batched torch tensors, ``scene``, ``step_dt = decimation x physics_dt``.
+    Env ``i`` times out after ``episode_lengths[i]`` steps and is reset inside ``step()`` to the home
+    pose (the origin, identity rotation), as Isaac Lab does; ``reset()`` is called once. ``poses``
+    holds what the scene shows after the last call (x,y,z, qx,qy,qz,qw per asset key).
+    """
 
-        Env ``i`` times out after ``episode_lengths[i]`` steps and is reset inside ``step()`` to the home
-        pose (the origin, identity rotation), as Isaac Lab does; ``reset()`` is called once. ``poses``
-        holds what the scene shows after the last call (x,y,z, qx,qy,qz,qw per asset key).
-        """
+    metadata = {"render_modes": [None], "is_vector_env": True}
 
-        metadata = {"render_modes": [None], "is_vector_env": True}
+    def __init__(self, scene: InteractiveScene, version: str, episode_lengths: list[int], decimation: int = 4):
+        self.scene = scene
+        self.version = version
+        self.num_envs = scene.num_envs
+        self.physics_dt = scene.physics_dt
+        self.step_dt = scene.physics_dt * decimation
+        self.episode_lengths = torch.tensor(episode_lengths)
+        self.episode_length_buf = torch.zeros(self.num_envs, dtype=torch.long)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (2,))
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.num_envs, 2))
+        self.observation_space = gym.spaces.Dict({"policy": gym.spaces.Box(-np.inf, np.inf, (self.num_envs, 3))})
+        self.t = 0
+        self.poses: dict[str, np.ndarray] = {}
 
-        def __init__(self, scene: InteractiveScene, version: str, episode_lengths: list[int], decimation: int = 4):
-            self.scene = scene
-            self.version = version
-            self.num_envs = scene.num_envs
-            self.physics_dt = scene.physics_dt
-            self.step_dt = scene.physics_dt * decimation
-            self.episode_lengths = torch.tensor(episode_lengths)
-            self.episode_length_buf = torch.zeros(self.num_envs, dtype=torch.long)
-            self.single_action_space = gym.spaces.Box(-1.0, 1.0, (2,))
-            self.action_space = gym.spaces.Box(-1.0, 1.0, (self.num_envs, 2))
-            self.observation_space = gym.spaces.Dict({"policy": gym.spaces.Box(-np.inf, np.inf, (self.num_envs, 3))})
-            self.t = 0
-            self.poses: dict[str, np.ndarray] = {}
+    def _home(self, envs: np.ndarray) -> None:
+        for pose in self.poses.values():
+            pose[envs] = 0.0
+            pose[envs, :, 6] = 1.0
 
-        def _home(self, envs: np.ndarray) -> None:
-            for pose in self.poses.values():
-                pose[envs] = 0.0
-                pose[envs, :, 6] = 1.0
+    def _observations(self) -> dict[str, torch.Tensor]:
+        return {"policy": torch.from_numpy(self.poses["robot"][:, 0, :3].copy())}
 
-        def _observations(self) -> dict[str, torch.Tensor]:
-            return {"policy": torch.from_numpy(self.poses["robot"][:, 0, :3].copy())}
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        self.poses = random_poses(self.scene, 0)
+        self._home(np.arange(self.num_envs))
+        self.episode_length_buf[:] = 0
+        write_poses(self.scene, self.poses, self.version)
+        return self._observations(), {}
 
-        def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
-            self.poses = random_poses(self.scene, 0)
-            self._home(np.arange(self.num_envs))
-            self.episode_length_buf[:] = 0
-            write_poses(self.scene, self.poses, self.version)
-            return self._observations(), {}
-
-        def step(self, action: torch.Tensor) -> Any:
-            self.t += 1
-            self.poses = random_poses(self.scene, self.t)
-            self.episode_length_buf += 1
-            reward = action.sum(dim=1) + self.episode_length_buf.float()
-            time_out = self.episode_length_buf >= self.episode_lengths
-            terminated = torch.zeros(self.num_envs, dtype=torch.bool)
-            done = time_out.nonzero().flatten()
-            self._home(done.numpy())  # reset_idx: finished envs start their next episode now
-            self.episode_length_buf[done] = 0
-            write_poses(self.scene, self.poses, self.version)
-            return self._observations(), reward, terminated, time_out, {}
+    def step(self, action: torch.Tensor) -> Any:
+        self.t += 1
+        self.poses = random_poses(self.scene, self.t)
+        self.episode_length_buf += 1
+        reward = action.sum(dim=1) + self.episode_length_buf.float()
+        time_out = self.episode_length_buf >= self.episode_lengths
+        terminated = torch.zeros(self.num_envs, dtype=torch.bool)
+        done = time_out.nonzero().flatten()
+        self._home(done.numpy())  # reset_idx: finished envs start their next episode now
+        self.episode_length_buf[done] = 0
+        write_poses(self.scene, self.poses, self.version)
+        return self._observations(), reward, terminated, time_out, {}

@@ -10,9 +10,11 @@ import pytest
 pytest.importorskip("pxr")
 rr = pytest.importorskip("rerun")
 torch = pytest.importorskip("torch")
+pytest.importorskip("gymnasium")
 
+from episode_recorder.rerun import LogRerun  # noqa: E402
 from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger  # noqa: E402
-from isaaclab_standin import make_scene, step  # noqa: E402
+from isaaclab_standin import IsaacLabEnv, make_scene, step  # noqa: E402
 from rrd_read import blueprint_views, component, read_rrd  # noqa: E402
 
 ENVS = [0, 2]
@@ -126,10 +128,6 @@ def scalars(rows: list[dict], timeline: str) -> dict[int, list[float]]:
 
 @pytest.mark.parametrize("version", ["2", "3"])
 def test_log_rerun_on_isaaclab_env_splits_episodes_inside_step(tmp_path, version):
-    gym = pytest.importorskip("gymnasium")
-    from episode_recorder.rerun import LogRerun
-    from isaaclab_standin import IsaacLabEnv
-
     scene = make_scene(num_envs=3, num_links=2, version=version)
     base = IsaacLabEnv(scene, version, episode_lengths=[3, 5, 2], decimation=4)  # step_dt 0.02 s
     env = LogRerun(base, logged_envs=ENVS, save_path=tmp_path / "run.rrd", episode_trigger=lambda ep: True)
@@ -172,10 +170,6 @@ def test_log_rerun_on_isaaclab_env_splits_episodes_inside_step(tmp_path, version
 
 
 def test_log_rerun_snippets_run_across_episode_boundaries(tmp_path):
-    pytest.importorskip("gymnasium")
-    from episode_recorder.rerun import LogRerun
-    from isaaclab_standin import IsaacLabEnv
-
     scene = make_scene(num_envs=2, num_links=1, version="3")
     base = IsaacLabEnv(scene, "3", episode_lengths=[2, 2])
     env = LogRerun(base, save_path=tmp_path / "run.rrd", step_trigger=lambda t: t == 0, recording_length=4)
@@ -193,10 +187,6 @@ def test_log_rerun_snippets_run_across_episode_boundaries(tmp_path):
 
 
 def test_log_rerun_refuses_logged_envs_out_of_range_before_creating_a_file(tmp_path):
-    pytest.importorskip("gymnasium")
-    from episode_recorder.rerun import LogRerun
-    from isaaclab_standin import IsaacLabEnv
-
     base = IsaacLabEnv(make_scene(num_envs=2, num_links=1), "2", episode_lengths=[2, 2])
     with pytest.raises(ValueError, match=r"logged_envs \[0, 2\] out of range for IsaacLabEnv of 2 envs"):
         LogRerun(base, logged_envs=[0, 2], save_path=tmp_path / "run.rrd")

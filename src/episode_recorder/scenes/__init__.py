@@ -62,7 +62,7 @@ def send_pose_columns(
     """
     import rerun as rr
 
-    entity_count, rows = translations.shape[:2]
+    rows = translations.shape[1]
     flat_translations = rr.components.Translation3DBatch(translations.reshape(-1, 3)).as_arrow_array()
     flat_quaternions = rr.components.RotationQuatBatch(quaternions.reshape(-1, 4)).as_arrow_array()
     translation = rr.Transform3D.descriptor_translation()

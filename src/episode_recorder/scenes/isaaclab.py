@@ -263,4 +263,3 @@ class IsaacLabRerunLogger:
                     rr.DescribedComponentBatch(ArrowBatch(quaternions.slice(index, 1)), quaternion_descriptor),
                 ],
             )
-
