@@ -191,3 +191,20 @@ def test_log_rerun_refuses_logged_envs_out_of_range_before_creating_a_file(tmp_p
     with pytest.raises(ValueError, match=r"logged_envs \[0, 2\] out of range for IsaacLabEnv of 2 envs"):
         LogRerun(base, logged_envs=[0, 2], save_path=tmp_path / "run.rrd")
     assert not (tmp_path / "run.rrd").exists()
+
+
+def test_close_completes_the_file_before_closing_the_env(tmp_path):
+    class FailingClose(IsaacLabEnv):
+        def close(self) -> None:
+            raise RuntimeError("simulation app already gone")
+
+    base = FailingClose(make_scene(num_envs=1, num_links=1), "3", episode_lengths=[100])
+    env = LogRerun(base, save_path=tmp_path / "run.rrd", episode_trigger=lambda ep: True)
+    env.reset()
+    for _ in range(3):
+        env.step(torch.zeros(1, 2))
+    with pytest.raises(RuntimeError, match="already gone"):
+        env.close()
+    rows = read_rrd(tmp_path / "run.rrd")
+    link = rows["/World/envs/env_0/Robot/link_0"]
+    assert sorted(r["episode_0_step"] for r in link if r.get("episode_0_step") is not None) == [0, 1, 2, 3]

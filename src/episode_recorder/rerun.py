@@ -238,17 +238,21 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._recorded_frames = 0
 
     def close(self) -> None:
-        """Close the env and stop the recording; a ``save_path`` file is complete afterwards.
+        """Stop the recording, then close the env; a ``save_path`` file is complete afterwards.
 
-        A stream made from ``save_path`` is disconnected (which writes the file's footer); a
-        stream you passed in is only flushed, and stays yours to disconnect.
+        The recording goes first: buffered poses may live on the simulation's device, and an
+        error while closing the env must not lose them. A stream made from ``save_path`` is
+        disconnected (which writes the file's footer); a stream you passed in is only flushed,
+        and stays yours to disconnect.
         """
-        super().close()
-        self.stop_recording()
-        if self._owns_stream:
-            self.recording_stream.disconnect()
-        else:
-            self.recording_stream.flush()
+        try:
+            self.stop_recording()
+            if self._owns_stream:
+                self.recording_stream.disconnect()
+            else:
+                self.recording_stream.flush()
+        finally:
+            super().close()
 
     # -- env API -------------------------------------------------------------------------------
 
