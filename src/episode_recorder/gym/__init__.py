@@ -30,7 +30,8 @@ from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
-from episode_recorder.recorder import Clip, Recorder, Segment
+from episode_recorder.recorder import Clip, Recorder
+from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import log_clip_to_wandb, require_wandb
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -122,66 +123,80 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.name_prefix: str = name_prefix
         self._video_name: str | None = None
         self.video_length: int | float = video_length if video_length != 0 else float("inf")
-        self.recording: bool = False
-        self.recorded_frames: int = 0
         self.render_history: list[Any] = []
-        self.step_id = -1
-        self.episode_id = -1
 
         self.recorder: Recorder = start_recorder(
             self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
         )
-        self._segment: Segment | None = None
-        self._recording_episode: int | None = None  # the episode an episode-triggered recording follows
-        self._episode_return = 0.0
+        self.schedule = Schedule(
+            episode_trigger=episode_trigger,
+            step_trigger=step_trigger,
+            video_length=video_length or None,
+            on_start=self._open_take,
+            on_stop=self._close_take,
+        )
+        self._episode_return = 0.0  # the summary of episode _stats_episode, for its video's metadata
         self._episode_length = 0
         self._episode_done = False
-        self._stats_episode = -1  # the episode the three above describe
+        self._stats_episode = -1
+        self._summable = True  # False once a reward is not a scalar (batched envs): no summary
+
+    @property
+    def step_id(self) -> int:
+        """Steps taken so far, minus one (Gymnasium's counter)."""
+        return self.schedule.step_id
+
+    @property
+    def episode_id(self) -> int:
+        """Episodes started so far, minus one."""
+        return self.schedule.episode_ids[None]
+
+    @property
+    def recording(self) -> bool:
+        """Whether a recording is running."""
+        return self.schedule.take() is not None
+
+    @property
+    def recorded_frames(self) -> int:
+        """Frames of the running recording."""
+        take = self.schedule.take()
+        return 0 if take is None else take.frames
 
     # --- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset the environment and start a recording if ``episode_trigger`` says so."""
         obs, info = super().reset(seed=seed, options=options)
-        self.episode_id += 1
-        if self.recording and self.video_length == float("inf"):
-            self.stop_recording()
+        self.schedule.episode_started()
         self._episode_return, self._episode_length, self._episode_done = 0.0, 0, False
         self._stats_episode = self.episode_id
-        if self.episode_trigger and self.episode_trigger(self.episode_id):
-            self.start_recording(f"{self.name_prefix}-episode-{self.episode_id}")
-            self._recording_episode = self.episode_id
         if self.recording:
             self._capture_frame()
-            if self.recorded_frames > self.video_length:
-                self.stop_recording()
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the environment, capturing a frame while recording."""
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self.step_id += 1
-        if self._recording_episode is not None:  # the episode's summary goes into the clip's metadata
+        self.schedule.advance()
+        if self._summable and self.recording:  # the episode's summary goes into the clip's metadata
             try:
                 self._episode_return += float(reward)
                 self._episode_done = bool(terminated or truncated)
                 self._episode_length += 1
             except (TypeError, ValueError, RuntimeError):  # batched rewards: no single-episode summary
-                self._recording_episode = None
-        if self.step_trigger and self.step_trigger(self.step_id):
-            self.start_recording(f"{self.name_prefix}-step-{self.step_id}")
-            self._segment.start_step = self.step_id
+                self._summable = False
+        self.schedule.check_step_trigger()
         if self.recording:
             self._capture_frame()
-            if self.recorded_frames > self.video_length:
-                self.stop_recording()
         return obs, reward, terminated, truncated, info
 
     def render(self) -> Any:
         """The wrapped env's render; with ``rgb_array_list`` also the frames captured since the last call."""
         render_out = super().render()
         if self.recording and isinstance(render_out, list):
+            take = self.schedule.take()
             for frame in render_out:
-                self._add(frame)
+                take.segment.add(frame)
+                take.frames += 1
         if self.render_history:
             history, self.render_history = self.render_history, []
             return history + render_out
@@ -190,41 +205,19 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def close(self) -> None:
         """Finish the current recording, wait for every file, then close the env."""
         try:
-            if self.recording:
-                self.stop_recording()
+            self.schedule.stop_all()
             self.recorder.close()
         finally:
             super().close()
 
     def start_recording(self, video_name: str) -> None:
         """Start a recording named ``video_name`` (stopping the current one first)."""
-        if self.recording:
-            self.stop_recording()
-        self.recording = True
-        self._video_name = video_name
-        self._recording_episode = None
-        self._segment = self.recorder.start(
-            video_name, episode_id=self.episode_id, start_step=self.step_id + 1, fps=self.frames_per_sec or 30
-        )
+        self.schedule.start(kind="manual", name=video_name)
 
     def stop_recording(self) -> None:
         """Stop the current recording; its file is finished in the background."""
         assert self.recording, "stop_recording was called, but no recording was started"
-        segment, self._segment = self._segment, None
-        if self.recorded_frames == 0:
-            logger.warn("Ignored saving a video as there were zero frames to save.")
-        known = self._recording_episode == self._stats_episode and self._episode_done
-        segment.stop(
-            end_step=self.step_id,
-            episode_return=self._episode_return if known else None,
-            episode_length=self._episode_length if known else None,
-        )
-        self.recorded_frames = 0
-        self.recording = False
-        self._video_name = None
-        self._recording_episode = None
-        if self.gc_trigger and self.gc_trigger(self.episode_id):
-            gc.collect()
+        self.schedule.stop()
 
     def __del__(self) -> None:
         """Warn the user in case the last video wasn't saved."""
@@ -232,6 +225,30 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
             logger.warn("Unable to save last video! Did you call close()?")
 
     # --- internals ----------------------------------------------------------------------------
+    def _open_take(self, take: Take) -> None:
+        if take.kind == "episode":
+            take.name = f"{self.name_prefix}-episode-{take.episode_id}"
+        elif take.kind == "step":
+            take.name = f"{self.name_prefix}-step-{take.step_id}"
+        self._video_name = take.name
+        start_step = take.step_id if take.kind == "step" else take.step_id + 1
+        take.segment = self.recorder.start(
+            take.name, episode_id=take.episode_id, start_step=start_step, fps=self.frames_per_sec or 30
+        )
+
+    def _close_take(self, take: Take) -> None:
+        if take.frames == 0:
+            logger.warn("Ignored saving a video as there were zero frames to save.")
+        self._video_name = None
+        known = take.kind == "episode" and take.episode_id == self._stats_episode and self._episode_done and self._summable
+        take.segment.stop(
+            end_step=self.step_id,
+            episode_return=self._episode_return if known else None,
+            episode_length=self._episode_length if known else None,
+        )
+        if self.gc_trigger and self.gc_trigger(self.episode_id):
+            gc.collect()
+
     def _capture_frame(self) -> None:
         assert self.recording, "Cannot capture a frame, recording wasn't started."
         frame = self.env.render()
@@ -249,11 +266,8 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 f"Recording stopped: expected type of frame returned by render to be a numpy array, got instead {type(frame)}."
             )
             return
-        self._add(frame)
-
-    def _add(self, frame: Any) -> None:
-        self._segment.add(frame)
-        self.recorded_frames += 1
+        self.schedule.take().segment.add(frame)
+        self.schedule.frame_added()
 
 
 def check_render_mode(render_mode: str | None) -> None:
