@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from episode_recorder._optional import require
-from episode_recorder.gym import VideoSavedCallback, start_recorder
+from episode_recorder.gym import VideoSavedCallback, start_recorder, video_options
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.video import WhenFull
@@ -129,9 +129,8 @@ class VecVideoRecorder(VecEnvWrapper):
         self.video_length = video_length
         self.env_indices = env_indices
         self.finish_in_background = finish_in_background
-        self.recorder: Recorder = start_recorder(
-            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
-        )
+        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)
+        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full)
         if env_indices is None:
             self.schedule = Schedule(
                 step_trigger=record_video_trigger, video_length=video_length, step_id=0,
@@ -292,13 +291,12 @@ class VecVideoRecorder(VecEnvWrapper):
         summary = self._summary.get(take.env) if take.kind == "episode" else None
         if summary is not None and take.episode_id != self.schedule.episode_ids[take.env]:
             summary = None
-        clips = take.segment.stop(
+        take.segment.stop(  # as SB3's, the file is complete when the recording ends (unless finish_in_background)
             end_step=self.schedule.step_id,
             episode_return=None if summary is None else summary[0],
             episode_length=None if summary is None else summary[1],
+            wait=not self.finish_in_background,
         )
-        if not self.finish_in_background:
-            self.recorder.wait(clips)  # as SB3: the file is complete when the recording ends
 
 
 class FrameCount:
