@@ -121,6 +121,7 @@ class VecVideoRecorder(VecEnvWrapper):
             raise ValueError(f"video_length must be >= 0, received {video_length}")
 
         self.frames_per_sec = fps if fps is not None else self.env.metadata.get("render_fps", 30)
+        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)  # checked before mkdir
         self.record_video_trigger = record_video_trigger
         self.episode_trigger = episode_trigger
         self.video_folder = os.path.abspath(video_folder)
@@ -129,7 +130,6 @@ class VecVideoRecorder(VecEnvWrapper):
         self.video_length = video_length
         self.env_indices = env_indices
         self.finish_in_background = finish_in_background
-        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)
         self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full)
         if env_indices is None:
             self.schedule = Schedule(

@@ -99,9 +99,12 @@ class Schedule:
         return self.takes[env]
 
     # --- events the adapters translate -------------------------------------------------------
-    def episode_started(self, env: EnvKey = None) -> Take | None:
-        """``env`` begins its next episode; returns its running take (record the reset frame into it)."""
-        self.episode_ids[env] += 1
+    def episode_started(self, env: EnvKey = None, episode_id: int | None = None) -> Take | None:
+        """``env`` begins its next episode; returns its running take (record the reset frame into it).
+
+        ``episode_id``: the episode's number when the adapter's API numbers episodes itself (UniEnv).
+        """
+        self.episode_ids[env] = self.episode_ids[env] + 1 if episode_id is None else episode_id
         self.in_episode[env] = True
         if self.takes[env] is not None and self.whole_episodes:
             self.stop(env)

@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 from episode_recorder._optional import require
 from episode_recorder.frames import flatten_frames, select
-from episode_recorder.recorder import Clip, Recorder, Segment
+from episode_recorder.recorder import Clip, Recorder
+from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import clip_caption, log_videos, require_wandb
 
@@ -208,8 +209,10 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         self.episode_trigger = episode_trigger
         self.finish_in_background = finish_in_background
         self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full)
-        self._segment: Segment | None = None
-        self._skipped_episode: int | None = None  # the episode episode_trigger declined
+        self.schedule = Schedule(
+            episode_trigger=episode_trigger or (lambda episode: True), on_start=self._open_take, on_stop=self._close_take
+        )
+        self._stopped: list[Clip] = []  # the clips of the take stopped last
 
     @property
     def saved_clips(self) -> list[Any]:
@@ -225,20 +228,27 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
                 "env.render() returned None, so there is nothing to record: create the env with "
                 "render_mode='rgb_array' (or a mode whose render() returns images)."
             )
-        if self._segment is None:
-            if self._skipped_episode == self.video_episode_num:
-                return
-            if self.episode_trigger is not None and not self.episode_trigger(self.video_episode_num):
-                self._skipped_episode = self.video_episode_num
-                return
-            self._segment = self.recorder.start(
-                f"episode_{self.video_episode_num}_step_{self.video_episode_start_step}",
-                episode_id=self.video_episode_num,
-                env_index=self.rendered_index,
-                start_step=self.video_episode_start_step,
-                fps=self.fps or self.env.render_fps or 30,
-            )
-        self._segment.add(frame)
+        if not self.schedule.in_episode[None]:  # the episode's first frame
+            self.schedule.episode_started(episode_id=self.video_episode_num)
+        take = self.schedule.take()
+        if take is not None:
+            take.segment.add(frame)
+            self.schedule.frame_added()
+
+    def _open_take(self, take: Take) -> None:
+        take.segment = self.recorder.start(
+            f"episode_{self.video_episode_num}_step_{self.video_episode_start_step}",
+            episode_id=self.video_episode_num,
+            env_index=self.rendered_index,
+            start_step=self.video_episode_start_step,
+            fps=self.fps or self.env.render_fps or 30,
+        )
+
+    def _close_take(self, take: Take) -> None:
+        length = self.video_step_num - self.video_episode_start_step
+        self._stopped = take.segment.stop(
+            min_frames=2, end_step=self.video_step_num, episode_length=length, wait=not self.finish_in_background
+        )
 
     def _post_episode(self) -> None:
         self._stop_segment()
@@ -248,14 +258,10 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         super()._reset_episode_stack()
 
     def _stop_segment(self) -> list[Clip]:
-        """Finish the current episode's clips; returns those being written (none if under 2 frames)."""
-        if self._segment is None:
-            return []
-        segment, self._segment = self._segment, None
-        length = self.video_step_num - self.video_episode_start_step
-        return segment.stop(
-            min_frames=2, end_step=self.video_step_num, episode_length=length, wait=not self.finish_in_background
-        )
+        """End the current episode and its clips; returns those written (none if under 2 frames)."""
+        self._stopped = []
+        self.schedule.episode_ended()
+        return self._stopped
 
     def close(self) -> None:
         try:
