@@ -22,6 +22,7 @@ import numpy as np
 from episode_recorder._optional import require
 from episode_recorder.frames import EnvRows
 from episode_recorder.rerun_stream import resolve_stream
+from episode_recorder.schedule import Schedule, Take
 from episode_recorder.scenes import SceneSource
 from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger, is_isaaclab_scene
 from episode_recorder.scenes.mujoco import MujocoRerunLogger
@@ -205,10 +206,14 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.step_trigger = step_trigger
         self.recording_length: float = recording_length if recording_length > 0 else float("inf")
 
-        self.step_id = -1
-        self.episode_id = -1
-        self._timeline_name: str | None = None
-        self._recorded_frames = 0
+        self.schedule = Schedule(
+            episode_trigger=episode_trigger,
+            step_trigger=step_trigger,
+            video_length=recording_length or None,
+            on_start=self._open_take,
+            on_stop=self._close_take,
+        )
+        self._timeline_name: str | None = None  # the running take's, kept for its last flush
         self._geometry_logged = False
         self._env_rows = EnvRows(self.logged_envs if self._batched else None)
         self._return: np.ndarray | float = 0.0
@@ -236,24 +241,39 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     @property
     def recording(self) -> bool:
         """Whether a recording is running."""
-        return self._timeline_name is not None
+        return self.schedule.take() is not None
+
+    @property
+    def step_id(self) -> int:
+        """Steps taken so far, minus one."""
+        return self.schedule.step_id
+
+    @property
+    def episode_id(self) -> int:
+        """Episodes started so far, minus one (batched envs: those of the first logged env)."""
+        return self.schedule.episode_ids[None]
 
     def start_recording(self, timeline_name: str) -> None:
         """Start a recording with timelines ``{timeline_name}_step`` / ``_timestamp`` (stops a running one)."""
-        if self.recording:
-            self.stop_recording()
-        if self.scene is not None and not self._geometry_logged:
-            self.scene.log_geometry(self.recording_stream)
-            self._geometry_logged = True
-        self._timeline_name = timeline_name
-        self._recorded_frames = 0
+        self.schedule.start(kind="manual", name=timeline_name)
 
     def stop_recording(self) -> None:
         """Send what is buffered and stop the running recording (if any)."""
-        if self.recording:
-            self._flush()
+        self.schedule.stop()
+
+    def _open_take(self, take: Take) -> None:
+        if take.kind == "episode":
+            take.name = f"episode_{take.episode_id}"
+        elif take.kind == "step":
+            take.name = f"step_{take.step_id}"
+        if self.scene is not None and not self._geometry_logged:
+            self.scene.log_geometry(self.recording_stream)
+            self._geometry_logged = True
+        self._timeline_name = take.name
+
+    def _close_take(self, take: Take) -> None:
+        self._flush()
         self._timeline_name = None
-        self._recorded_frames = 0
 
     def close(self) -> None:
         """Stop the recording, then close the env; a ``save_path`` file is complete afterwards.
@@ -286,7 +306,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self.episode_id >= 0:  # every env starts a new episode
             self._env_episodes += 1
             self._episodes_changed = True
-        self._next_episode()
+        self.schedule.episode_started()
         if self.recording:
             self._capture(obs)
         return obs, info
@@ -299,9 +319,8 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         reward and action, and the state is the first frame of the next episode.
         """
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self.step_id += 1
-        if self.step_trigger is not None and self.step_trigger(self.step_id):
-            self.start_recording(f"step_{self.step_id}")
+        self.schedule.advance()
+        self.schedule.check_step_trigger()
         done = self._logged_done(terminated, truncated) if self._batched else None
         episode_ends = done is not None and bool(done[0])
         if self.recording:
@@ -313,8 +332,10 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._return = np.where(done, 0.0, self._return)
             self._env_episodes += done
             self._episodes_changed = True
-        if episode_ends and self._next_episode():
-            self._capture(obs)
+        if episode_ends:
+            running = self.schedule.take()
+            if self.schedule.episode_started() not in (None, running):  # a recording of the new episode
+                self._capture(obs)
         return obs, reward, terminated, truncated, info
 
     def _logged_done(self, terminated: Any, truncated: Any) -> np.ndarray:
@@ -327,21 +348,12 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             return None
         return self._env_rows(value)
 
-    def _next_episode(self) -> bool:
-        """Count an episode, stop a whole-episode recording, ask ``episode_trigger``: True if it started one."""
-        self.episode_id += 1
-        if self.recording and self.recording_length == float("inf"):
-            self.stop_recording()
-        if self.episode_trigger is not None and self.episode_trigger(self.episode_id):
-            self.start_recording(f"episode_{self.episode_id}")
-            return True
-        return False
-
     # -- capture and flush ---------------------------------------------------------------------
 
     def _capture(self, obs: Any, reward: Any = None, action: Any = None, state: bool = True) -> None:
         """Buffer one frame: host copies of reward/return/action and, with ``state``, of the scene, obs and JPEG."""
-        row: dict[str, Any] = {"frame": self._recorded_frames}
+        take = self.schedule.take()
+        row: dict[str, Any] = {"frame": take.frames}
         reward = self._host(reward)
         if reward is not None:
             self._return = self._return + reward
@@ -350,20 +362,18 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if state:
             if self.scene is not None:
                 self.scene.record_poses()
-                self._scene_frames.append(self._recorded_frames)
+                self._scene_frames.append(take.frames)
             if self.log_observations:
                 row["observation"] = self._host(obs)
             if self.log_frames:
                 row["jpeg"] = self._jpeg(self.env.render())
-        if self._batched and (self._episodes_changed or not self._recorded_frames):  # sparse: on change
+        if self._batched and (self._episodes_changed or not take.frames):  # sparse: on change
             row["episode"] = self._env_episodes.copy()
             self._episodes_changed = False
         self._rows.append(row)
-        self._recorded_frames += 1
         if len(self._rows) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
             self._flush()
-        if self._recorded_frames > self.recording_length:
-            self.stop_recording()
+        self.schedule.frame_added()  # ends a snippet after recording_length + 1 frames
 
     def _jpeg(self, frame: Any) -> bytes:
         image_module = require("PIL.Image", "core", "Logging camera frames to Rerun")
