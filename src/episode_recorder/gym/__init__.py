@@ -234,11 +234,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     # --- internals ----------------------------------------------------------------------------
     def _open_take(self, take: Take) -> None:
-        if take.kind == "episode":
-            take.name = f"{self.name_prefix}-episode-{take.episode_id}"
-        elif take.kind == "step":
-            take.name = f"{self.name_prefix}-step-{take.step_id}"
-        self._video_name = take.name
+        take.name = self._video_name = video_name(self.name_prefix, take)
         start_step = take.step_id if take.kind == "step" else take.step_id + 1
         take.segment = self.recorder.start(
             take.name, episode_id=take.episode_id, start_step=start_step, fps=self.frames_per_sec or 30
@@ -288,6 +284,13 @@ def check_render_mode(render_mode: str | None) -> None:
             f"Render mode is {render_mode}, which is incompatible with RecordVideo. "
             "Initialize your environment with a render_mode that returns an image, such as rgb_array."
         )
+
+
+def video_name(name_prefix: str, take: Take) -> str:
+    """Gymnasium's names: ``{prefix}-episode-{k}``, ``{prefix}-step-{s}``; a manual take keeps its own."""
+    if take.name is not None:
+        return take.name
+    return f"{name_prefix}-episode-{take.episode_id}" if take.kind == "episode" else f"{name_prefix}-step-{take.step_id}"
 
 
 def video_options(format: str, fps: float | None, crf: int | None, preset: str | None, bitrate: int | None) -> VideoOptions:

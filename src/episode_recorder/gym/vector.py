@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 
 from episode_recorder.frames import to_rgb
-from episode_recorder.gym import VideoSavedCallback, check_render_mode, prepare_folder, start_recorder, video_options
+from episode_recorder.gym import (
+    VideoSavedCallback,
+    check_render_mode,
+    prepare_folder,
+    start_recorder,
+    video_name,
+    video_options,
+)
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.video import WhenFull
@@ -253,11 +260,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
 
     # --- overview (Gymnasium's behaviour) -----------------------------------------------------
     def _open_take(self, take: Take) -> None:
-        if take.kind == "episode":
-            take.name = f"{self.name_prefix}-episode-{take.episode_id}"
-        elif take.kind == "step":
-            take.name = f"{self.name_prefix}-step-{take.step_id}"
-        self._video_name = take.name
+        take.name = self._video_name = video_name(self.name_prefix, take)
         take.segment = self.recorder.start(
             take.name, episode_id=take.episode_id, start_step=take.step_id + 1, fps=self.frames_per_sec or 30
         )
@@ -356,9 +359,8 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             self.schedule.frame_added(index)
 
     def _open_env_take(self, take: Take) -> None:
-        what = f"episode-{take.episode_id}" if take.kind == "episode" else f"step-{take.step_id}"
         take.segment = self.recorder.start(
-            take.name or f"{self.name_prefix}-env-{take.env}-{what}",
+            video_name(f"{self.name_prefix}-env-{take.env}", take),
             episode_id=take.episode_id,
             env_index=take.env,
             start_step=take.step_id,
