@@ -32,6 +32,7 @@ import numpy as np
 
 from episode_recorder._optional import require
 from episode_recorder.gym import VideoSavedCallback, start_recorder, video_options
+from episode_recorder.gym.vector import check_env_indices
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.video import WhenFull
@@ -111,12 +112,7 @@ class VecVideoRecorder(VecEnvWrapper):
         metadata = base.get_attr("metadata")[0] if isinstance(base, (DummyVecEnv, SubprocVecEnv)) else base.metadata
         self.env.metadata = metadata
         assert self.env.render_mode == "rgb_array", f"The render_mode must be 'rgb_array', not {self.env.render_mode}"
-        if env_indices is not None:
-            env_indices = [int(i) for i in env_indices]
-            if not env_indices or len(set(env_indices)) != len(env_indices) or not all(0 <= i < self.num_envs for i in env_indices):
-                raise ValueError(
-                    f"env_indices must be distinct sub-env indices below num_envs={self.num_envs}, received {env_indices}."
-                )
+        env_indices = check_env_indices(env_indices, self.num_envs)
         if video_length < 0:
             raise ValueError(f"video_length must be >= 0, received {video_length}")
 

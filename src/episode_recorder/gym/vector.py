@@ -112,7 +112,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             disable_logger=disable_logger,
         )
         check_render_mode(env.render_mode)
-        self.env_indices = _check_env_indices(env_indices, self.num_envs)
+        self.env_indices = check_env_indices(env_indices, self.num_envs)
         self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
         self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)
         if episode_trigger is None and step_trigger is None:
@@ -388,7 +388,7 @@ class _EnvRecording:
         self.episode_length = 0
 
 
-def _check_env_indices(env_indices: Any, num_envs: int) -> list[int] | None:
+def check_env_indices(env_indices: Any, num_envs: int) -> list[int] | None:
     """``env_indices`` as a list of distinct sub-env indices below ``num_envs`` (or None), else a clear error."""
     if env_indices is None:
         return None
