@@ -6,16 +6,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import rerun as rr
+import torch
 
-pytest.importorskip("pxr")
-rr = pytest.importorskip("rerun")
-torch = pytest.importorskip("torch")
-pytest.importorskip("gymnasium")
-
-from episode_recorder.rerun import LogRerun  # noqa: E402
-from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger  # noqa: E402
-from isaaclab_standin import IsaacLabEnv, make_scene, step  # noqa: E402
-from rrd_read import blueprint_views, component, read_rrd  # noqa: E402
+from episode_recorder.rerun import LogRerun
+from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger
+from isaaclab_standin import IsaacLabEnv, make_scene, step
+from rrd_read import blueprint_views, component, read_rrd
 
 ENVS = [0, 2]
 

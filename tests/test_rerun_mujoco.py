@@ -7,17 +7,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
+import rerun as rr
+import torch
+from rerun.chunk import RrdReader
 
-gym = pytest.importorskip("gymnasium")
-mujoco = pytest.importorskip("mujoco")
-rr = pytest.importorskip("rerun")
-from rerun.chunk import RrdReader  # noqa: E402
-
-from episode_recorder.rerun import LogRerun, MujocoRerunLogger  # noqa: E402
-from episode_recorder.scenes.mujoco import GEOM_KINDS  # noqa: E402
-from rrd_read import blueprint_views  # noqa: E402
+from episode_recorder.rerun import LogRerun, MujocoRerunLogger
+from episode_recorder.scenes.mujoco import GEOM_KINDS
+from rrd_read import blueprint_views
 
 
 class Rows:
@@ -362,9 +362,6 @@ class BatchedEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self) -> None:
-        import torch
-
-        self.torch = torch
         self.num_envs = 3
         self.render_mode = "rgb_array"
         self.observation_space = gym.spaces.Box(-10, 10, (3, 2))
@@ -373,11 +370,10 @@ class BatchedEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         self.t = 0
-        return self.torch.zeros(3, 2), {}
+        return torch.zeros(3, 2), {}
 
     def step(self, action: Any) -> Any:
         self.t += 1
-        torch = self.torch
         obs = torch.arange(6, dtype=torch.float32).reshape(3, 2) + self.t
         reward = torch.tensor([1.0, 2.0, 3.0]) * self.t
         terminated = torch.tensor([False, False, self.t == 2])
@@ -388,7 +384,6 @@ class BatchedEnv(gym.Env):
 
 
 def test_batched_env_logs_the_chosen_envs(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
     path = tmp_path / "batched.rrd"
     env = LogRerun(BatchedEnv(), logged_envs=[0, 2], save_path=path)
     env.reset()

@@ -6,14 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rerun as rr
+from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt
 
-pxr = pytest.importorskip("pxr")
-rr = pytest.importorskip("rerun")
-
-from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt  # noqa: E402
-
-from episode_recorder.scenes.usd import UsdRerunLogger, triangulate  # noqa: E402
-from rrd_read import component, read_rrd  # noqa: E402
+from episode_recorder.scenes.usd import UsdRerunLogger, triangulate
+from rrd_read import component, read_rrd
 
 
 def record(stage: Usd.Stage, tmp_path: Path, time_codes=(None,), **kwargs) -> dict:
