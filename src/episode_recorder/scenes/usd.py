@@ -333,10 +333,11 @@ def log_prim_geometry(stream: rr.RecordingStream, entity: str, prim: Usd.Prim, t
         points, triangles = _cone_mesh(get("radius", 1.0), get("height", 2.0), axis)
         archetype = rr.Mesh3D(vertex_positions=points, triangle_indices=triangles, albedo_factor=rgba)
     elif kind == "Plane":
+        # USD: width along x (axis Z or Y) or z (axis X); length along y (axis Z or X) or z (axis Y).
         w, length = get("width", 2.0) / 2, get("length", 2.0) / 2
         quad = np.array([[-w, -length, 0], [w, -length, 0], [w, length, 0], [-w, length, 0]], dtype=np.float32)
         if axis == "X":
-            quad = quad[:, [2, 0, 1]]
+            quad = quad[:, [2, 1, 0]]
         elif axis == "Y":
             quad = quad[:, [0, 2, 1]]
         normal = np.array(_to_axis(np.array([[0.0, 0.0, 1.0]]), axis)[0], dtype=np.float32)
