@@ -406,3 +406,47 @@ def test_left_handed_meshes_keep_their_front_faces_outside(tmp_path, orientation
         a, b, c = (vertices[triangles[:, k]] for k in range(3))
         winding = np.cross(b - a, c - a)
         assert (np.einsum("ij,ij->i", winding, vertex_normals[triangles[:, 0]]) > 0).all()
+
+
+def omnipbr_material(stage: Usd.Stage, path: str, color=None, texture: str | None = None) -> UsdShade.Material:
+    """An OmniPBR material as Isaac Sim writes it: an MDL shader, ``outputs:mdl:surface``."""
+    material = UsdShade.Material.Define(stage, path)
+    shader = UsdShade.Shader.Define(stage, f"{path}/Shader")
+    shader.SetSourceAsset("OmniPBR.mdl", "mdl")
+    shader.SetSourceAssetSubIdentifier("OmniPBR", "mdl")
+    if color is not None:
+        shader.CreateInput("diffuse_color_constant", Sdf.ValueTypeNames.Color3f).Set(Gf.Vec3f(*color))
+    if texture is not None:
+        shader.CreateInput("diffuse_texture", Sdf.ValueTypeNames.Asset).Set(texture)
+    material.CreateSurfaceOutput("mdl").ConnectToSource(shader.ConnectableAPI(), "out")
+    return material
+
+
+def test_omnipbr_diffuse_texture_is_found_relative_to_its_layer_and_logged(tmp_path):
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    (tmp_path / "robot" / "textures").mkdir(parents=True)
+    Image.fromarray(pixels).save(tmp_path / "robot" / "textures" / "paint.png")
+    # The asset lives in robot/ and names its texture relative to itself; the stage opening it is elsewhere.
+    asset = Usd.Stage.CreateNew(str(tmp_path / "robot" / "robot.usda"))
+    UsdGeom.Xform.Define(asset, "/Robot")
+    painted = omnipbr_material(asset, "/Robot/Looks/paint", color=(0, 1, 0), texture="./textures/paint.png")
+    body = quad_mesh(asset, "/Robot/body")
+    UsdShade.MaterialBindingAPI.Apply(body.GetPrim()).Bind(painted)
+    asset.SetDefaultPrim(asset.GetPrimAtPath("/Robot"))
+    asset.Save()
+    (tmp_path / "scene").mkdir()
+    stage = Usd.Stage.CreateNew(str(tmp_path / "scene" / "scene.usda"))
+    UsdGeom.Xform.Define(stage, "/World/robot").GetPrim().GetReferences().AddReference("../robot/robot.usda")
+    stage.Save()
+
+    rows = record(stage, tmp_path)
+
+    body = rows["/World/robot/body"]
+    texture = component(body, "Mesh3D:albedo_texture_buffer")
+    assert len(texture) == 1 and texture[0][0] == pixels.reshape(-1).tolist()  # the image, pixel for pixel
+    (texture_format,) = component(body, "Mesh3D:albedo_texture_format")[0]
+    assert (texture_format["width"], texture_format["height"]) == (6, 4)
+    assert component(body, "Mesh3D:albedo_factor") == []  # the texture wins over diffuse_color_constant
+    assert len(component(body, "Mesh3D:vertex_texcoords")[0]) == 9
