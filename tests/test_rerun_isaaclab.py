@@ -11,7 +11,7 @@ import torch
 
 from episode_recorder.rerun import LogRerun
 from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger
-from isaaclab_standin import IsaacLabEnv, make_scene, step
+from isaaclab_standin import BodyPoseOnlyData, ComPoseData, IsaacLabEnv, make_scene, step
 from rrd_read import blueprint_views, component, read_rrd
 
 ENVS = [0, 2]
@@ -91,11 +91,36 @@ def test_scene_source_buffers_in_place_updates_and_flushes_columns(tmp_path, ver
             np.testing.assert_allclose(poses_at(rows[entity], "frame", 10 + t), pose, atol=1e-6)
 
 
+@pytest.mark.parametrize("data_class", [BodyPoseOnlyData, ComPoseData])
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_link_poses_are_read_from_body_link_pose_w_else_body_pose_w(tmp_path, version, data_class):
+    """Without ``body_link_pose_w`` the poses come from ``body_pose_w``; with both, from the link frame."""
+    scene = make_scene(num_envs=3, num_links=2, version=version, data_class=data_class)
+    logger = IsaacLabRerunLogger(scene, logged_envs=ENVS, save_path=tmp_path / "scene.rrd")
+    truths = []
+    for t in range(2):
+        truths.append(step(scene, t, version))
+        logger.stream.set_time("step", sequence=t)
+        logger.log_scene()
+    truths.append(step(scene, 2, version))
+    logger.record_poses()
+    logger.flush(logger.stream, [rr.TimeColumn("step", sequence=[2])])
+    logger.stream.disconnect()
+    rows = read_rrd(tmp_path / "scene.rrd")
+
+    for t, truth in enumerate(truths):
+        for entity, pose in expected_rows(truth).items():
+            np.testing.assert_allclose(poses_at(rows[entity], "step", t), pose, atol=1e-6)
+
+
 def test_unknown_pose_layout_is_a_clear_error(tmp_path):
     scene = make_scene(num_envs=1, num_links=1)
     scene.articulations["robot"].data = SimpleNamespace(body_link_pose_w=np.zeros((1, 1, 7)))  # neither torch nor ProxyArray
     logger = IsaacLabRerunLogger(scene, save_path=tmp_path / "scene.rrd")
     with pytest.raises(ValueError, match="numpy.ndarray.*torch.Tensor.*ProxyArray"):
+        logger.record_poses()
+    scene.articulations["robot"].data = SimpleNamespace(body_state_w=torch.zeros(1, 1, 13))
+    with pytest.raises(ValueError, match="SimpleNamespace: it has neither body_link_pose_w nor body_pose_w"):
         logger.record_poses()
 
 
