@@ -272,6 +272,19 @@ def test_default_trigger_is_capped_cubic_and_records_whole_episodes(tmp_path: Pa
     assert timelines_of(path) == {"episode_0": 7, "episode_1": 7, "episode_8": 7}
 
 
+def pole_batches_on_disk(env: LogRerun, path: Path) -> dict[str, list[int]]:
+    """{recording: rows of each pole chunk} in the file as it is now: the stream flushed to disk, no footer yet."""
+    env.recording_stream.flush()
+    batches: dict[str, list[int]] = defaultdict(list)
+    for chunk in RrdReader(path).stream():
+        if chunk.entity_path == "/world/bodies/pole":
+            for name in chunk.timeline_names:
+                if name.endswith("_step"):
+                    batches[name[: -len("_step")]].append(chunk.num_rows)
+    return dict(batches)
+
+
+@pytest.mark.filterwarnings("ignore:RRD file has no footer")  # read while it is being written
 def test_step_trigger_records_snippets(tmp_path: Path) -> None:
     path = tmp_path / "steps.rrd"
     env = LogRerun(
@@ -281,9 +294,21 @@ def test_step_trigger_records_snippets(tmp_path: Path) -> None:
         recording_length=3,
         flush_every=2,
     )
-    run_pendulum(env, episodes=4)  # 24 steps: snippets start at steps 0, 10, 20
-    # A snippet of length N has N + 1 frames, as Gymnasium's RecordVideo; the last one is cut by close().
-    assert timelines_of(path) == {"step_0": 4, "step_10": 4, "step_20": 4}
+    on_disk_while_recording = {}
+    env.action_space.seed(0)
+    for episode in range(4):  # 24 steps: snippets start at steps 0, 10, 20
+        env.reset(seed=episode)
+        for _ in range(6):
+            env.step(env.action_space.sample())
+            if env.recording:
+                name = env.sequence_timeline_name.removesuffix("_step")
+                on_disk_while_recording[env.step_id] = pole_batches_on_disk(env, path).get(name, [])
+    # Every 2 frames the buffer is sent, while the snippet is still running. Snippet 10 spans a reset
+    # (frames: steps 10, 11, the reset, step 12), so only steps 10 and 11 are seen mid-recording.
+    assert on_disk_while_recording == {0: [], 1: [2], 2: [2], 10: [], 11: [2], 20: [], 21: [2], 22: [2]}
+    env.close()
+    # A snippet of length N has N + 1 frames, as Gymnasium's RecordVideo; sent as 2 batches of 2.
+    assert pole_batches_on_disk(env, path) == {"step_0": [2, 2], "step_10": [2, 2], "step_20": [2, 2]}
     entities = read_rrd(path)
     assert sorted(by_frame(entities["/world/bodies/pole"], "step_10_step", "Transform3D:translation")) == [0, 1, 2, 3]
 
