@@ -95,7 +95,7 @@ class BodyPoseOnlyData(AssetData):
 
 
 class ComPoseData(AssetData):
-    """Data whose ``body_pose_w`` is another frame (the bodies' centres of mass, 1 m up): only the link pose is right."""
+    """Data whose ``body_pose_w`` is another frame (centres of mass, 1 m up): only the link pose is right."""
 
     @property
     def body_pose_w(self) -> Any:
