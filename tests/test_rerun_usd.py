@@ -173,6 +173,45 @@ def test_materials_constant_texture_subsets_and_unreadable_texture(tmp_path):
     assert component(rows["/World/split"], "Mesh3D:triangle_indices") == []  # every face is in a subset
 
 
+def test_material_inputs_and_node_graphs_are_followed(tmp_path):
+    """Shader inputs read from the material's interface, and textures wrapped in a node graph (USDZ, Omniverse)."""
+    from PIL import Image
+
+    Image.fromarray(np.full((2, 2, 3), (40, 50, 60), dtype=np.uint8)).save(tmp_path / "grain.png")
+    stage = Usd.Stage.CreateNew(str(tmp_path / "graphs.usda"))
+    tinted = UsdShade.Material.Define(stage, "/Looks/tinted")
+    shader = UsdShade.Shader.Define(stage, "/Looks/tinted/surface")
+    shader.CreateIdAttr("UsdPreviewSurface")
+    tint = tinted.CreateInput("tint", Sdf.ValueTypeNames.Color3f)
+    tint.Set(Gf.Vec3f(0, 0, 1))
+    shader.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).ConnectToSource(tint)
+    tinted.CreateSurfaceOutput().ConnectToSource(shader.ConnectableAPI(), "surface")
+    grained = UsdShade.Material.Define(stage, "/Looks/grained")
+    shader = UsdShade.Shader.Define(stage, "/Looks/grained/surface")
+    shader.CreateIdAttr("UsdPreviewSurface")
+    file_name = grained.CreateInput("file", Sdf.ValueTypeNames.Asset)
+    file_name.Set("./grain.png")
+    graph = UsdShade.NodeGraph.Define(stage, "/Looks/grained/graph")
+    texture = UsdShade.Shader.Define(stage, "/Looks/grained/graph/texture")
+    texture.CreateIdAttr("UsdUVTexture")
+    texture.CreateInput("file", Sdf.ValueTypeNames.Asset).ConnectToSource(file_name)
+    rgb = graph.CreateOutput("rgb", Sdf.ValueTypeNames.Float3)
+    rgb.ConnectToSource(texture.ConnectableAPI(), "rgb")
+    shader.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).ConnectToSource(rgb)
+    grained.CreateSurfaceOutput().ConnectToSource(shader.ConnectableAPI(), "surface")
+    cube = UsdGeom.Cube.Define(stage, "/World/tinted")
+    UsdShade.MaterialBindingAPI.Apply(cube.GetPrim()).Bind(tinted)
+    mesh = quad_mesh(stage, "/World/grained")
+    UsdShade.MaterialBindingAPI.Apply(mesh.GetPrim()).Bind(grained)
+    stage.Save()
+
+    rows = record(stage, tmp_path)
+
+    assert component(rows["/World/tinted"], "Boxes3D:colors")[0] == [0x0000FFFF]
+    (pixels,) = component(rows["/World/grained"], "Mesh3D:albedo_texture_buffer")[0]
+    assert pixels == [40, 50, 60] * 4
+
+
 def test_path_filter_guides_and_invisible_prims(tmp_path):
     stage = Usd.Stage.CreateInMemory()
     for path in ("/World/robot/base", "/World/robot/arm", "/World/BlackGrid/tile", "/Other/cube"):
