@@ -158,3 +158,16 @@ def world_bounds(entities: dict[str, list[dict[str, Any]]], path: str) -> tuple[
     world = world_transform(entities, path)
     moved = corners @ world[:3, :3].T + world[:3, 3]
     return moved.min(axis=0), moved.max(axis=0)
+
+
+def assert_usd_world_bounds(
+    entities: dict[str, list[dict[str, Any]]], path: str, prim: Any, scale: float = 1.0
+) -> None:
+    """What is drawn at ``path`` has the world bounds USD computes for ``prim``, x ``scale`` (metres per unit)."""
+    from pxr import Usd, UsdGeom
+
+    usd = UsdGeom.Imageable(prim).ComputeWorldBound(Usd.TimeCode.Default(), UsdGeom.Tokens.default_)
+    aligned = usd.ComputeAlignedRange()
+    low, high = world_bounds(entities, path)
+    np.testing.assert_allclose(low, np.array(aligned.GetMin()) * scale, atol=1e-5, err_msg=path)
+    np.testing.assert_allclose(high, np.array(aligned.GetMax()) * scale, atol=1e-5, err_msg=path)

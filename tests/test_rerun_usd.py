@@ -11,7 +11,7 @@ import rerun as rr
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt
 
 from episode_recorder.scenes.usd import UsdRerunLogger, triangulate
-from rrd_read import component, local_bounds, read_rrd, world_bounds
+from rrd_read import assert_usd_world_bounds, component, local_bounds, read_rrd
 
 
 def record(stage: Usd.Stage, tmp_path: Path, time_codes=(None,), **kwargs) -> dict:
@@ -368,12 +368,7 @@ def test_every_primitive_on_every_axis_has_usds_own_world_bounds(tmp_path, meter
     rows = record(stage, tmp_path)
 
     for path in paths:
-        usd = UsdGeom.Imageable(stage.GetPrimAtPath(path)).ComputeWorldBound(
-            Usd.TimeCode.Default(), UsdGeom.Tokens.default_
-        ).ComputeAlignedRange()
-        low, high = world_bounds(rows, path)
-        np.testing.assert_allclose(low, np.array(usd.GetMin()) * meters_per_unit, atol=1e-5, err_msg=path)
-        np.testing.assert_allclose(high, np.array(usd.GetMax()) * meters_per_unit, atol=1e-5, err_msg=path)
+        assert_usd_world_bounds(rows, path, stage.GetPrimAtPath(path), scale=meters_per_unit)
 
 
 def outward_facing(vertices: Any, triangles: Any) -> np.ndarray:
