@@ -12,7 +12,7 @@ from pxr import Gf, UsdGeom
 
 from episode_recorder.rerun import LogRerun
 from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger
-from isaaclab_standin import BodyPoseOnlyData, ComPoseData, IsaacLabEnv, make_scene, step, write_poses
+from isaaclab_standin import AssetData, BodyPoseOnlyData, ComPoseData, IsaacLabEnv, make_scene, step, write_poses
 from rrd_read import assert_usd_world_bounds, blueprint_views, component, read_rrd
 
 ENVS = [0, 2]
@@ -34,9 +34,11 @@ def poses_at(rows: list[dict], timeline: str, t: int) -> np.ndarray:
     return np.array(row[0]["Transform3D:translation"][0] + row[0]["Transform3D:quaternion"][0])
 
 
+# Poses come from body_link_pose_w, else (older releases) body_pose_w; with both, from the link frame.
+@pytest.mark.parametrize("data_class", [AssetData, BodyPoseOnlyData, ComPoseData])
 @pytest.mark.parametrize("version", ["2", "3"])
-def test_log_scene_poses_equal_the_data_fed_in(tmp_path, version):
-    scene = make_scene(num_envs=3, num_links=3, version=version)
+def test_log_scene_poses_equal_the_data_fed_in(tmp_path, version, data_class):
+    scene = make_scene(num_envs=3, num_links=3, version=version, data_class=data_class)
     logger = IsaacLabRerunLogger(scene, logged_envs=ENVS, save_path=tmp_path / "scene.rrd")
     truths = []
     for t in range(3):
@@ -128,28 +130,6 @@ def test_scene_source_buffers_in_place_updates_and_flushes_columns(tmp_path, ver
     for t, truth in enumerate(truths):
         for entity, pose in expected_rows(truth).items():
             np.testing.assert_allclose(poses_at(rows[entity], "frame", 10 + t), pose, atol=1e-6)
-
-
-@pytest.mark.parametrize("data_class", [BodyPoseOnlyData, ComPoseData])
-@pytest.mark.parametrize("version", ["2", "3"])
-def test_link_poses_are_read_from_body_link_pose_w_else_body_pose_w(tmp_path, version, data_class):
-    """Without ``body_link_pose_w`` the poses come from ``body_pose_w``; with both, from the link frame."""
-    scene = make_scene(num_envs=3, num_links=2, version=version, data_class=data_class)
-    logger = IsaacLabRerunLogger(scene, logged_envs=ENVS, save_path=tmp_path / "scene.rrd")
-    truths = []
-    for t in range(2):
-        truths.append(step(scene, t, version))
-        logger.stream.set_time("step", sequence=t)
-        logger.log_scene()
-    truths.append(step(scene, 2, version))
-    logger.record_poses()
-    logger.flush(logger.stream, [rr.TimeColumn("step", sequence=[2])])
-    logger.stream.disconnect()
-    rows = read_rrd(tmp_path / "scene.rrd")
-
-    for t, truth in enumerate(truths):
-        for entity, pose in expected_rows(truth).items():
-            np.testing.assert_allclose(poses_at(rows[entity], "step", t), pose, atol=1e-6)
 
 
 def test_unknown_pose_layout_is_a_clear_error(tmp_path):
