@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,7 +14,7 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from support import decode, pattern, psnr
+from support import decode, encoder_stopped, pattern, psnr, wait_for, x264_settings
 
 from episode_recorder.recorder import Recorder
 from episode_recorder.sinks.video import EncoderProcessDied, VideoFileEncoder, VideoOptions
@@ -73,13 +71,6 @@ def test_odd_sizes_are_padded_to_even_never_rescaled(tmp_path, fmt):
         assert psnr(got[47, :63], frames[index][46]) > 25  # the padding repeats the last row
 
 
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
-
-
 def test_a_file_appears_under_its_final_name_only_when_complete(tmp_path):
     recorder = Recorder(tmp_path, VideoOptions(format="mp4"))
     segment = recorder.start("episode")
@@ -111,13 +102,6 @@ def encode(path: Path, frames: list[np.ndarray], **options) -> Path:
     for frame in frames:
         encoder.write(frame)
     return Path(encoder.close())
-
-
-def x264_settings(path: Path) -> str:
-    """The settings x264 wrote into the stream (its SEI message): 'cabac=1 ref=1 ... crf=23.0 ...'."""
-    match = re.search(rb"x264 - core .*? options: ([ -~]+)", path.read_bytes())
-    assert match, f"no x264 settings in {path}"
-    return match.group(1).decode()
 
 
 def mean_psnr(path: Path, frames: list[np.ndarray]) -> float:
@@ -172,17 +156,6 @@ def test_an_encoder_error_reaches_the_caller_with_the_original_exception(tmp_pat
     assert any("encoder process" in note for note in getattr(info.value, "__notes__", []))
     recorder.close()
     assert not list(tmp_path.iterdir())
-
-
-@contextlib.contextmanager
-def encoder_stopped(recorder: Recorder):
-    """The recorder's encoder process frozen (SIGSTOP): it takes no frame until the block ends."""
-    pid = recorder._encoder._process.pid
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def test_drop_policy_never_waits_and_counts_what_it_dropped(tmp_path):
