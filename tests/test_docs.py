@@ -1,11 +1,12 @@
 """Every code block of README.md and docs/**/*.md runs as written.
 
 Each fenced block with a language is one test, run as a user would run it: ``python`` blocks with
-the interpreter, ``bash`` / ``sh`` / ``shell`` / ``console`` blocks with ``bash -e``, each in a
-fresh process whose working directory is the test's tmp_path (so ``"videos"`` lands there, never
-in the repository), with W&B offline. Blocks without a language (diagrams, output) are not code.
+the interpreter, ``bash`` / ``sh`` / ``shell`` / ``console`` blocks with ``bash -e`` (``python`` and
+the console scripts on PATH are this interpreter's), each in a fresh process whose working
+directory is the test's tmp_path (so ``"videos"`` lands there, never in the repository), with W&B
+offline. Blocks without a language (diagrams, output) are not code.
 
-A block that cannot run here says why, in an HTML comment on the line(s) just above its fence:
+A block that cannot run here says why, in an HTML comment on the line just above its fence:
 
     <!-- docs-test: skip: needs Isaac Lab (Isaac Sim) -->
     ```python
@@ -106,7 +107,11 @@ def test_code_block_runs(block: Block, tmp_path):
     # A line per line of the page before the block, so tracebacks give the page's line numbers.
     script.write_text("\n" * block.line + block.code)
     command = [sys.executable, str(script)] if block.language == "python" else ["bash", "-e", str(script)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+        PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),  # python, console scripts
+    )
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, f"{block.id} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     if block.language == "python" and re.search(r"^\s*import wandb|^\s*from wandb", block.code, re.M):
