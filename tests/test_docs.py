@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -117,3 +118,20 @@ def test_code_block_runs(block: Block, tmp_path):
     if block.language == "python" and re.search(r"^\s*import wandb|^\s*from wandb", block.code, re.M):
         videos = list((tmp_path / "wandb").glob("wandb/*run-*/files/media/videos/**/*.*"))
         assert videos, f"{block.id} uses W&B but logged no video to its run"
+
+
+def test_a_checkout_installs_with_pip(tmp_path):
+    """The README's install from a checkout builds: pip installs this tree (its own deps aside) and it imports."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT / "src", checkout / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, checkout / name)
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    done = subprocess.run([*pip, "--target", str(site), str(checkout)], capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    check = "import episode_recorder, episode_recorder.sinks._video_worker, episode_recorder.gym.vector; print(episode_recorder.__file__)"
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(site)),
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(site / "episode_recorder" / "__init__.py")
