@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -153,11 +154,25 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> 
 
 
 @contextlib.contextmanager
-def encoder_stopped(recorder: Any) -> Iterator[None]:
-    """A Recorder's encoder process frozen (SIGSTOP): it takes no frame until the block ends."""
+def encoder_stopped(recorder: Any, timeout: float = 30.0) -> Iterator[None]:
+    """A Recorder's encoder process frozen (SIGSTOP): it takes no frame until the block ends.
+
+    A watchdog resumes it after ``timeout`` seconds and fails the test, so that code which waits
+    for the encoder fails instead of hanging.
+    """
     pid = recorder._encoder._process.pid
+    fired = threading.Event()
+
+    def resume() -> None:
+        fired.set()
+        os.kill(pid, signal.SIGCONT)
+
+    watchdog = threading.Timer(timeout, resume)
     os.kill(pid, signal.SIGSTOP)
+    watchdog.start()
     try:
         yield
     finally:
+        watchdog.cancel()
         os.kill(pid, signal.SIGCONT)
+    assert not fired.is_set(), f"the code under test waited {timeout} s for a frozen encoder"
