@@ -3,8 +3,8 @@
 Videos (mp4 / webm / gif) are encoded in a background process while the step loop runs;
 Weights & Biases and Rerun sinks receive the finished files or columns.
 
-    >>> from episode_recorder.unienv import EpisodeVideoWrapper        # doctest: +SKIP
-    >>> from episode_recorder.gym import RecordVideo                   # doctest: +SKIP
+    >>> from episode_recorder.unienv import EpisodeVideoWrapper
+    >>> from episode_recorder.gym import RecordVideo
 """
 
 from __future__ import annotations

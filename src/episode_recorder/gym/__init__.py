@@ -68,7 +68,12 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         >>> import gymnasium as gym
         >>> env = gym.make("CartPole-v1", render_mode="rgb_array")
         >>> env = RecordVideo(env, "videos", episode_trigger=lambda e: e % 10 == 0,
-        ...                   on_video_saved=lambda path, info: print(path, info["frames"]))  # doctest: +SKIP
+        ...                   on_video_saved=lambda path, info: print(os.path.basename(path), info["frames"]))
+        >>> _ = env.reset(seed=0)
+        >>> for _ in range(5):
+        ...     _ = env.step(0)
+        >>> env.close()
+        rl-video-episode-0.mp4 6
     """
 
     def __init__(

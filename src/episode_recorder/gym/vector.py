@@ -63,7 +63,16 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
     when the call that ends its recording returns. A wrapper that is not recording never calls
     ``render()``.
 
-        >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True)   # doctest: +SKIP
+        >>> import gymnasium as gym, os
+        >>> envs = gym.make_vec("CartPole-v1", num_envs=2, render_mode="rgb_array")
+        >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True, video_length=4,
+        ...                    step_trigger=lambda step: step == 0)
+        >>> _ = envs.reset(seed=0)
+        >>> for _ in range(6):
+        ...     _ = envs.step(envs.action_space.sample())
+        >>> envs.close()
+        >>> [(os.path.basename(clip.path), clip.frames) for clip in envs.recorder.clips]
+        [('rl-video-env-0-step-0.mp4', 5), ('rl-video-env-1-step-0.mp4', 5)]
     """
 
     def __init__(
