@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from episode_recorder._optional import require
 from episode_recorder.frames import flatten_frames, select
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Clip, Recorder, Segment
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import clip_caption, log_videos, require_wandb
@@ -168,7 +169,8 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
 
     Beyond UniEnv's arguments: ``fps`` (default ``env.render_fps or 30``), ``crf`` / ``preset`` /
     ``bitrate`` (see :class:`~episode_recorder.sinks.video.VideoOptions` for the defaults),
-    ``queue_frames`` and ``when_full`` (``"wait"``: never lose a frame; ``"drop"``: never wait).
+    ``queue_frames`` and ``when_full`` (``"wait"``: never lose a frame; ``"drop"``: never wait),
+    ``keep`` (which finished clips stay on disk, e.g. ``Keep(last=5)``; see :mod:`episode_recorder.keep`).
     Frames rendered after an episode ended and before the next reset belong to no episode and
     are not written.
 
@@ -190,13 +192,14 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         bitrate: int | None = None,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
+        keep: KeepPolicy | None = None,
     ) -> None:
         super().__init__(env, done_index=done_index, rendered_index=rendered_index, nested_separator=nested_separator)
         self.store_dir = os.path.abspath(os.fspath(store_dir))
         self.store_format = format
         self.fps = fps
         options = VideoOptions(format=format, fps=fps or 30.0, crf=crf, preset=preset, bitrate=bitrate)
-        self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full)
+        self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full, keep=keep)
         self._segment: Segment | None = None
 
     @property

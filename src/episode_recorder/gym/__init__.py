@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Clip, Recorder, Segment
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import log_clip_to_wandb, require_wandb
@@ -58,7 +59,9 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :class:`~episode_recorder.sinks.video.VideoOptions`), ``on_video_saved(path, info)`` called on
     this thread once per finished file with its metadata (see ``Clip.metadata``), ``sidecar``
     (write that metadata as ``{video name}.json``), ``queue_frames`` and ``when_full`` ("wait":
-    never lose a frame; "drop": never wait for the encoder). Files are complete under their
+    never lose a frame; "drop": never wait for the encoder), ``keep`` (which finished clips stay
+    on disk, e.g. ``Keep(best=3, worst=3)``; see :mod:`episode_recorder.keep`; callbacks, sidecars
+    and W&B see every clip first). Files are complete under their
     names a few frames after a recording stops; ``close()`` waits for all of them.
 
         >>> import gymnasium as gym
@@ -88,6 +91,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
+        keep: KeepPolicy | None = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -107,6 +111,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
             queue_frames=queue_frames,
             when_full=when_full,
             wandb_log_key=wandb_log_key,
+            keep=keep,
         )
         gym.Wrapper.__init__(self, env)
         check_render_mode(env.render_mode)
@@ -129,7 +134,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.episode_id = -1
 
         self.recorder: Recorder = start_recorder(
-            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
+            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep
         )
         self._segment: Segment | None = None
         self._recording_episode: int | None = None  # the episode an episode-triggered recording follows
@@ -288,6 +293,7 @@ def start_recorder(
     wandb_log_key: str | None,
     queue_frames: int,
     when_full: WhenFull,
+    keep: KeepPolicy | None = None,
 ) -> Recorder:
     """Set a RecordVideo wrapper's encoder attributes and start its recorder.
 
@@ -324,4 +330,5 @@ def start_recorder(
         queue_frames=wrapper.queue_frames,
         when_full=wrapper.when_full,
         on_saved=saved,
+        keep=keep,
     )

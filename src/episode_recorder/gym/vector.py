@@ -30,6 +30,7 @@ import numpy as np
 
 from episode_recorder.frames import to_rgb
 from episode_recorder.gym import VideoSavedCallback, check_render_mode, prepare_folder, start_recorder
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder, Segment
 from episode_recorder.sinks.video import WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -59,7 +60,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
 
     The other extras match :class:`episode_recorder.gym.RecordVideo`: ``format``, ``crf``,
     ``preset``, ``bitrate``, ``on_video_saved(path, info)``, ``sidecar``, ``queue_frames``,
-    ``when_full``. A wrapper that is not recording never calls ``render()``.
+    ``when_full``, ``keep``. A wrapper that is not recording never calls ``render()``.
 
         >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True)   # doctest: +SKIP
     """
@@ -89,6 +90,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
+        keep: KeepPolicy | None = None,
     ) -> None:
         VectorWrapper.__init__(self, env)
         gym.utils.RecordConstructorArgs.__init__(
@@ -138,7 +140,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.episode_id = -1
 
         self.recorder: Recorder = start_recorder(
-            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
+            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep
         )
         self._segment: Segment | None = None
         self._grid: np.ndarray | None = None
