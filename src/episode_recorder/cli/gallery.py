@@ -252,11 +252,11 @@ form label{margin-right:10px;white-space:nowrap} input,select{background:#2a2e37
 input{width:6em}
 #shown{color:#aaa} #rerun{padding:4px 16px} #rerun li{margin:2px 0}
 #grid,.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;padding:12px 16px}
-#compare{display:grid;grid-template-columns:1fr 1fr;gap:8px} #compare .cards{grid-template-columns:1fr}
+#compare{display:grid;grid-template-columns:1fr 1fr;gap:8px} #compare .cards{grid-template-columns:repeat(auto-fill,minmax(240px,1fr))}
 #compare h2{margin:8px 16px 0;font-size:16px}
 .card{background:#22252d;border:1px solid #333;border-radius:6px;padding:8px}
 .media{width:100%;background:#000;border-radius:4px;display:block}
-.card h3{font-size:13px;margin:6px 0;word-break:break-all} .card a{color:#8cb4ff}
+.card h3{font-size:13px;margin:6px 0;word-break:break-all} a{color:#8cb4ff}
 dl{display:grid;grid-template-columns:auto 1fr;gap:0 8px;margin:0} dt{color:#999} dd{margin:0}
 code{background:#2d313a;padding:1px 4px;border-radius:3px;word-break:break-all;user-select:all}
 .rrd{margin:6px 0 0;font-size:12px} .empty{padding:16px}

@@ -43,26 +43,31 @@ def record(args: argparse.Namespace) -> int:
     env_indices = parse_env_indices(args.env_indices, args.num_envs)
     env_kwargs = parse_env_kwargs(args.env_kwargs)
     keep = parse_keep(args.keep)
+    make_policy = load_policy(args.policy)  # before any env or W&B run: a bad --policy fails at once
     out = Path(args.out) if args.out else default_out(args.env_id)
     prefix = re.sub(r"[^A-Za-z0-9._-]+", "_", args.env_id.split(":")[-1])
     rerun_paths = rerun_targets(args.rerun, out, prefix, args.num_envs, env_indices)
     wandb_run = start_wandb(args.wandb, args)
+    saved: list[dict[str, Any]] = []
+
+    def video_saved(path: str, info: dict[str, Any]) -> None:
+        saved.append(info)
+        if wandb_run is not None:
+            wandb_run.log({})  # commit the previous video's row: this one is logged next, under the same key
 
     progress = Progress(episodes, max_steps, len(env_indices), sys.stderr, enabled=not args.quiet)
     handler = progress.log_handler()
     library_logger = logging.getLogger("episode_recorder")
     library_logger.addHandler(handler)
     library_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    saved: list[dict[str, Any]] = []
     try:
         with warnings.catch_warnings():
             if not out.exists():  # --rerun's file is made first: RecordVideo would warn about our own folder
                 warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
-            env = make_recorded_env(gym, args, env_kwargs, out, prefix, env_indices, episodes, rerun_paths, keep, saved)
+            env = make_recorded_env(gym, args, env_kwargs, out, prefix, env_indices, episodes, rerun_paths, keep, video_saved)
         write_run_json(out, args, env_indices, rerun_paths)
         try:
-            policy = load_policy(args.policy, env)
-            run_episodes(env, policy, args.seed, episodes, max_steps, env_indices, args.num_envs > 1, progress)
+            run_episodes(env, make_policy(env), args.seed, episodes, max_steps, env_indices, args.num_envs > 1, progress)
         finally:
             env.close()
             progress.finish()
@@ -156,7 +161,7 @@ def make_recorded_env(
     episodes: int | None,
     rerun_paths: dict[int, Path],
     keep: Keep | None,
-    saved: list[dict[str, Any]],
+    on_video_saved: Callable[[str, dict[str, Any]], None],
 ) -> Any:
     """The env (or SyncVectorEnv) wrapped in our RecordVideo, with LogRerun inside where asked."""
     trigger: Callable[[int], bool] = (lambda episode: True) if episodes is None else (lambda episode: episode < episodes)
@@ -166,7 +171,7 @@ def make_recorded_env(
         format=args.format,
         sidecar=True,
         keep=keep,
-        on_video_saved=lambda path, info: saved.append(info),
+        on_video_saved=on_video_saved,
         wandb_log_key="video" if args.wandb else None,
     )
     if args.num_envs == 1:
@@ -196,12 +201,14 @@ def make_one_env(gym: Any, env_id: str, env_kwargs: dict[str, Any], rrd: Path | 
     return LogRerun(env, save_path=rrd, episode_trigger=trigger)
 
 
-def load_policy(spec: str, env: Any) -> Policy:
-    """``random``, ``MODULE:CALLABLE`` / ``FILE.py:CALLABLE`` (``policy(obs) -> action``), or an SB3 ``[ALGO:]model.zip``."""
+def load_policy(spec: str) -> Callable[[Any], Policy]:
+    """``make_policy(env)`` for ``random``, ``MODULE:CALLABLE`` / ``FILE.py:CALLABLE`` (``policy(obs) -> action``),
+    or a Stable-Baselines3 ``[ALGO:]model.zip``."""
     if spec == "random":
-        return lambda obs: env.action_space.sample()
+        return lambda env: (lambda obs: env.action_space.sample())
     if spec.endswith(".zip"):
-        return load_sb3_policy(spec)
+        policy = load_sb3_policy(spec)
+        return lambda env: policy
     module_name, sep, attribute = spec.rpartition(":")
     if not sep or not module_name or not attribute:
         raise CommandError(
@@ -221,7 +228,7 @@ def load_policy(spec: str, env: Any) -> Policy:
     policy = getattr(module, attribute, None)
     if not callable(policy):
         raise CommandError(f"--policy {spec}: {module_name} has no callable {attribute!r}.")
-    return policy
+    return lambda env: policy
 
 
 def load_sb3_policy(spec: str) -> Policy:
