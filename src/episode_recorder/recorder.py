@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -99,6 +100,7 @@ class Recorder:
     ) -> None:
         self.folder = os.path.abspath(os.fspath(folder))
         os.makedirs(self.folder, exist_ok=True)
+        check_writable(self.folder)
         self.options = options
         self.on_saved = on_saved
         self.retention = None if keep is None else Retention(keep)
@@ -221,6 +223,18 @@ def delete_clip(clip: Clip) -> None:
     logger.info("deleted %s (not kept by keep=)", clip.path)
 
 
+def check_writable(folder: str) -> None:
+    """Raise now, naming ``folder``, if files cannot be created in it (read-only, no permission)."""
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".episode-recorder-probe-", dir=folder)
+        os.close(descriptor)
+        os.remove(probe)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"Cannot write videos into {folder}: {error.strerror}. Pass a writable folder", folder
+        ) from error
+
+
 class Segment:
     """One recorded stretch of one env: one clip per camera, streamed to the encoder."""
 
@@ -274,8 +288,13 @@ class Segment:
         end_step: int | None = None,
         episode_return: float | None = None,
         episode_length: int | None = None,
+        wait: bool = False,
     ) -> list[Clip]:
-        """Finish the segment's clips (discarding those with fewer than ``min_frames`` frames)."""
+        """Finish the segment's clips (discarding those with fewer than ``min_frames`` frames).
+
+        With ``wait`` it returns once every file is complete under its final name (the encoder
+        only has the frames still queued to finish); otherwise the files complete in the background.
+        """
         recorder = self.recorder
         if self in recorder._segments:
             recorder._segments.remove(self)
@@ -293,5 +312,9 @@ class Segment:
                 recorder._encoder.abort(clip_id)
                 clip.status = "discarded"
         self._clip_ids = {}
-        recorder.poll()
+        finishing = [clip for clip in self.clips.values() if clip.status == "encoding"]
+        if wait and finishing:
+            recorder.wait(finishing)
+        else:
+            recorder.poll()
         return [clip for clip in self.clips.values() if clip.status in ("encoding", "saved")]

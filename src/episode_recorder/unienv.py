@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from episode_recorder._optional import require
@@ -30,6 +30,7 @@ from episode_recorder.sinks.wandb import clip_caption, log_videos, require_wandb
 
 _unienv_wrapper = require("unienv_interface.env_base.wrapper", "unienv", "episode_recorder.unienv")
 Wrapper = _unienv_wrapper.Wrapper
+from unienv_interface.env_base.env import Env  # noqa: E402  (unienv is installed: checked above)
 
 __all__ = ["EpisodeRenderStackWrapper", "EpisodeVideoWrapper", "EpisodeWandbVideoWrapper"]
 
@@ -56,6 +57,7 @@ class EpisodeRenderStackWrapper(Wrapper):
         rendered_index: int | None = None,
         nested_separator: str = ".",
     ) -> None:
+        check_unienv_env(env, type(self).__name__)
         super().__init__(env)
         self.done_index = done_index
         self.rendered_index = rendered_index
@@ -133,7 +135,7 @@ class EpisodeRenderStackWrapper(Wrapper):
         self._step_frame = self._transform(self.env.render())
         frame = self._step_frame
         keys = tuple(frame) if isinstance(frame, dict) else None
-        if self._episode_frames and keys != self._episode_keys:
+        if self._episode_frames and _keys_changed(self._episode_keys, keys):
             raise ValueError(_describe_key_change(self._episode_keys, keys))
         self._episode_keys = keys
         self._episode_frames += 1
@@ -167,9 +169,14 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
     for mapping frames one per camera, ``..._key_{key}.{format}``. A file appears under its name
     only once complete (usually a few frames after the episode ends; ``close()`` waits for all).
 
+    As with UniEnv, a video is complete under its name when the ``step()`` or ``reset()`` that
+    ends its episode returns.
+
     Beyond UniEnv's arguments: ``fps`` (default ``env.render_fps or 30``), ``crf`` / ``preset`` /
     ``bitrate`` (see :class:`~episode_recorder.sinks.video.VideoOptions` for the defaults),
     ``queue_frames`` and ``when_full`` (``"wait"``: never lose a frame; ``"drop"``: never wait),
+    ``episode_trigger(episode_num)`` (default: every episode) and ``finish_in_background`` (True:
+    that call returns at once and the file completes a few frames later; ``close()`` waits), and
     ``keep`` (which finished clips stay on disk, e.g. ``Keep(last=5)``; see :mod:`episode_recorder.keep`).
     Frames rendered after an episode ended and before the next reset belong to no episode and
     are not written.
@@ -192,15 +199,20 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         bitrate: int | None = None,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
+        episode_trigger: Callable[[int], bool] | None = None,
+        finish_in_background: bool = False,
         keep: KeepPolicy | None = None,
     ) -> None:
+        options = _video_options(format, fps, crf, preset, bitrate)  # checked before anything is created
         super().__init__(env, done_index=done_index, rendered_index=rendered_index, nested_separator=nested_separator)
         self.store_dir = os.path.abspath(os.fspath(store_dir))
         self.store_format = format
         self.fps = fps
-        options = VideoOptions(format=format, fps=fps or 30.0, crf=crf, preset=preset, bitrate=bitrate)
+        self.episode_trigger = episode_trigger
+        self.finish_in_background = finish_in_background
         self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full, keep=keep)
         self._segment: Segment | None = None
+        self._skipped_episode: int | None = None  # the episode episode_trigger declined
 
     @property
     def saved_clips(self) -> list[Any]:
@@ -217,6 +229,11 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
                 "render_mode='rgb_array' (or a mode whose render() returns images)."
             )
         if self._segment is None:
+            if self._skipped_episode == self.video_episode_num:
+                return
+            if self.episode_trigger is not None and not self.episode_trigger(self.video_episode_num):
+                self._skipped_episode = self.video_episode_num
+                return
             self._segment = self.recorder.start(
                 f"episode_{self.video_episode_num}_step_{self.video_episode_start_step}",
                 episode_id=self.video_episode_num,
@@ -239,16 +256,20 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
             return []
         segment, self._segment = self._segment, None
         length = self.video_step_num - self.video_episode_start_step
-        return segment.stop(min_frames=2, end_step=self.video_step_num, episode_length=length)
+        return segment.stop(
+            min_frames=2, end_step=self.video_step_num, episode_length=length, wait=not self.finish_in_background
+        )
 
     def close(self) -> None:
         try:
             if not self._has_post_episode:
-                self._post_episode()
                 self._has_post_episode = True
-            self.recorder.close()
+                self._post_episode()
         finally:
-            self.env.close()
+            try:
+                self.recorder.close()
+            finally:
+                self.env.close()
 
 
 class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
@@ -267,7 +288,9 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
     instead, with a warning. Videos wait in ``store_dir``: by default a fresh temporary folder
     whose files are deleted once logged (W&B keeps its copy in the run's ``files/media/videos``)
     and which ``close()`` removes; a ``store_dir`` you pass keeps every file. ``fps``, ``crf``,
-    ``preset``, ``bitrate``, ``queue_frames`` and ``when_full`` are as in :class:`EpisodeVideoWrapper`.
+    ``preset``, ``bitrate``, ``queue_frames`` and ``when_full`` are as in :class:`EpisodeVideoWrapper`;
+    ``episode_trigger(episode_num)`` (default: every episode, as UniEnv) limits what is uploaded,
+    e.g. ``lambda n: n % 10 == 0``.
 
         >>> import wandb                                                           # doctest: +SKIP
         >>> run = wandb.init(project="my-project")                                 # doctest: +SKIP
@@ -299,10 +322,12 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
         bitrate: int | None = None,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
+        episode_trigger: Callable[[int], bool] | None = None,
     ) -> None:
         self.wandb = require_wandb("EpisodeWandbVideoWrapper")
         self._temporary = store_dir is None
-        VideoOptions(format=format)  # a bad format fails before a temporary folder is made
+        _video_options(format, fps, crf, preset, bitrate)  # bad arguments fail before a temporary folder is made
+        check_unienv_env(env, type(self).__name__)
         super().__init__(
             env,
             store_dir=tempfile.mkdtemp(prefix="episode-recorder-wandb-") if store_dir is None else store_dir,
@@ -316,6 +341,7 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
             bitrate=bitrate,
             queue_frames=queue_frames,
             when_full=when_full,
+            episode_trigger=episode_trigger,
         )
         self.wandb_log_key = wandb_log_key
         self.log_wandb_episode_id = log_wandb_episode_id
@@ -347,10 +373,39 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
                     os.rmdir(self.store_dir)  # left in place if a video could not be logged
 
 
-def _describe_key_change(before: tuple[str, ...] | None, now: tuple[str, ...] | None) -> str:
+def check_unienv_env(env: Any, wrapper: str) -> None:
+    """A clear error (instead of UniEnv's bare AssertionError) when ``env`` is not a UniEnv ``Env``."""
+    if isinstance(env, Env):
+        return
+    hint = ""
+    if type(env).__module__.startswith("gymnasium") or hasattr(env, "unwrapped") and hasattr(env, "spec"):
+        hint = (
+            " For a Gymnasium env, wrap it first: "
+            "`from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv; env = FromGymnasiumEnv(env)`, "
+            "or use episode_recorder.gym.RecordVideo."
+        )
+    raise TypeError(f"{wrapper} wraps a UniEnv env (unienv_interface Env), received {type(env).__name__}.{hint}")
+
+
+def _video_options(format: Any, fps: float | None, crf: int | None, preset: str | None, bitrate: int | None) -> VideoOptions:
+    if not isinstance(format, str):
+        raise TypeError(f"format must be 'mp4', 'webm' or 'gif', received {format!r}.")
+    return VideoOptions(format=format.lower(), fps=fps or 30.0, crf=crf, preset=preset, bitrate=bitrate)
+
+
+def _keys_changed(before: tuple[str, ...] | None, now: tuple[str, ...] | None) -> bool:
+    """Whether a render switched between single frames and mappings, or a mapping's keys changed."""
     if before is None or now is None:
-        kind = "a mapping of cameras" if now is not None else "a single frame"
-        return f"Render type changed within an episode: this step returned {kind} (keys {now}), earlier steps did not."
+        return (before is None) != (now is None)
+    return set(before) != set(now)
+
+
+def _describe_key_change(before: tuple[str, ...] | None, now: tuple[str, ...] | None) -> str:
+    """UniEnv's own messages for a render whose type or keys change within an episode."""
+    if before is None:
+        return "Render frame type changed within an episode: expected non-mapping render frames, got mapping render frame."
+    if now is None:
+        return "Render frame type changed within an episode: expected mapping render frames, got non-mapping render frame."
     missing = sorted(set(before) - set(now))
     added = sorted(set(now) - set(before))
     return f"Flattened render keys changed within an episode. Missing keys: {missing}. New keys: {added}."
