@@ -59,6 +59,7 @@ def record(args: argparse.Namespace) -> int:
     handler = progress.log_handler()
     library_logger = logging.getLogger("episode_recorder")
     library_logger.addHandler(handler)
+    level = library_logger.level
     library_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         with warnings.catch_warnings():
@@ -66,17 +67,22 @@ def record(args: argparse.Namespace) -> int:
                 warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
             env = make_recorded_env(gym, args, env_kwargs, out, prefix, env_indices, episodes, rerun_paths, keep, video_saved)
         write_run_json(out, args, env_indices, rerun_paths)
+        status = 0
         try:
             run_episodes(env, make_policy(env), args.seed, episodes, max_steps, env_indices, args.num_envs > 1, progress)
+        except KeyboardInterrupt:  # Ctrl+C: finish the files recorded so far and list them
+            progress.write_line("interrupted: finishing the videos recorded so far")
+            status = 130
         finally:
             env.close()
             progress.finish()
     finally:
         library_logger.removeHandler(handler)
+        library_logger.setLevel(level)
         if wandb_run is not None:
             wandb_run.finish()
     print_summary(saved, args.env_id, args.num_envs > 1, out, rerun_paths)
-    return 0
+    return status
 
 
 # --- parsing ------------------------------------------------------------------------------------
