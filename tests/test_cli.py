@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import signal
+import time
 import types
 import warnings
 from pathlib import Path
@@ -180,3 +182,24 @@ def test_python_dash_m_and_library_logging_is_silent_unless_configured(tmp_path)
     assert "episode_recorder" not in quiet.stderr and "saved" not in quiet.stderr
     loud = subprocess.run([sys.executable, "-c", script, "configured"], env=env, capture_output=True, text=True, check=True)
     assert f"INFO:episode_recorder:saved {tmp_path / 'vconfigured' / 'rl-video-episode-0.mp4'} (6 frames, 0.12 s of video)" in loud.stderr
+
+
+def test_ctrl_c_finishes_and_lists_the_files_recorded_so_far(tmp_path) -> None:
+    out = tmp_path / "run"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "episode_recorder", "record", "CartPole-v1", "--steps", "1000000", "--seed", "0", "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    in_progress = out / ".CartPole-v1-episode-2.mp4.part"  # the third episode's file, opened at its first frame
+    while not in_progress.exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)  # polling for a condition, with a deadline
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130, stderr
+    assert "interrupted: finishing the videos recorded so far" in stderr
+    listed = [line.split()[0] for line in stdout.splitlines()[2:-1]]
+    assert sorted(os.path.abspath(p) for p in listed) == sorted(str(p) for p in out.glob("*.mp4"))
+    assert len(listed) >= 3 and not list(out.glob(".*.part"))  # the episode running at Ctrl+C is a whole file too
+    for name, info in sidecars(out).items():
+        assert len(decode(out / f"{name}.mp4")[0]) == info["frames"]  # the interrupted episode too
