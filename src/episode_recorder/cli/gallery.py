@@ -153,7 +153,6 @@ def poster_and_probe(path: Path) -> dict[str, Any]:
 def render_page(root: Path, cards: list[dict[str, Any]], runs: dict[str, list[str]]) -> str:
     """The whole page: markup for every card, the runs' Rerun commands, inline CSS and JS."""
     envs = sorted({card["env"] for card in cards if card["env"]})
-    options = lambda values: "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)  # noqa: E731
     run_names = sorted(runs)
     rerun_rows = "".join(
         f'<li><b>{html.escape(run)}</b>: ' + " ".join(
@@ -166,13 +165,17 @@ def render_page(root: Path, cards: list[dict[str, Any]], runs: dict[str, list[st
         title=html.escape(f"Episodes in {root.resolve().name}"),
         count=len(cards),
         runs=len(runs),
-        env_options=options(envs),
-        run_options=options(run_names),
+        env_options=select_options(envs),
+        run_options=select_options(run_names),
         rerun=f'<section id="rerun"><h2>Open in Rerun</h2><ul>{rerun_rows}</ul></section>' if rerun_rows else "",
         cards=body,
         style=STYLE,
         script=SCRIPT,
     )
+
+
+def select_options(values: list[str]) -> str:
+    return "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
 
 
 def link(root: Path, path: str) -> str:
