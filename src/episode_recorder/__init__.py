@@ -9,6 +9,11 @@ Weights & Biases and Rerun sinks receive the finished files or columns.
 
 from __future__ import annotations
 
+import logging
+
+# Silent unless the application configures logging (the CLI does): INFO per saved file.
+logging.getLogger("episode_recorder").addHandler(logging.NullHandler())
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]

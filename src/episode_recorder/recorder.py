@@ -18,6 +18,8 @@ encoder error) surface on the caller's thread at the next call.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -25,9 +27,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from episode_recorder.frames import to_rgb
+from episode_recorder.keep import KeepPolicy, Retention
 from episode_recorder.sinks.video import EncoderProcessDied, VideoEncoderProcess, VideoOptions, WhenFull
 
-ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed"]
+ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed", "deleted"]  # deleted: by keep=
+
+logger = logging.getLogger("episode_recorder")
 
 
 @dataclass(eq=False)  # a clip is one file in the making: compared by identity
@@ -78,7 +83,9 @@ class Recorder:
 
     ``when_full="wait"`` (default) makes ``add`` wait for the encoder when ``queue_frames`` frames
     of a clip are pending, so nothing is lost; ``"drop"`` skips the frame instead and counts it in
-    ``Clip.dropped_frames``. ``on_saved(clip)`` runs on the caller's thread once a file is complete.
+    ``Clip.dropped_frames``. ``on_saved(clip)`` runs on the caller's thread once a file is complete;
+    then ``keep`` (see :mod:`episode_recorder.keep`) deletes the clips it no longer keeps, with
+    their ``.json`` sidecars. Each saved file is logged at INFO on the ``episode_recorder`` logger.
     """
 
     def __init__(
@@ -89,12 +96,14 @@ class Recorder:
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         on_saved: Callable[[Clip], None] | None = None,
+        keep: KeepPolicy | None = None,
     ) -> None:
         self.folder = os.path.abspath(os.fspath(folder))
         os.makedirs(self.folder, exist_ok=True)
         check_writable(self.folder)
         self.options = options
         self.on_saved = on_saved
+        self.retention = None if keep is None else Retention(keep)
         self.clips: list[Clip] = []
         self._encoder = VideoEncoderProcess(queue_frames, when_full)
         self._unfinished: dict[int, Clip] = {}  # clips whose result has not arrived yet
@@ -177,8 +186,12 @@ class Recorder:
             clip = self._unfinished.pop(result[1])
             if kind == "saved":
                 clip.status, clip.path = "saved", result[2]
+                log_saved(clip)
                 if self.on_saved is not None:
                     self.on_saved(clip)
+                if self.retention is not None:
+                    for old in self.retention.add(clip):
+                        delete_clip(old)
             elif kind == "aborted":
                 clip.status = "discarded"
             elif kind == "failed":
@@ -188,6 +201,26 @@ class Recorder:
                     error.add_note(f"while encoding {clip.path}; in the encoder process:\n{result[3]}")
         if error is not None:
             raise error
+
+
+def log_saved(clip: Clip) -> None:
+    """One INFO line per saved file; a WARNING when frames were dropped (``when_full="drop"``)."""
+    logger.info("saved %s (%d frames, %.2f s of video)", clip.path, clip.frames, clip.frames / clip.fps)
+    if clip.dropped_frames:
+        logger.warning(
+            "%s: %d frames were dropped because the encoder fell behind (when_full='drop')",
+            clip.path,
+            clip.dropped_frames,
+        )
+
+
+def delete_clip(clip: Clip) -> None:
+    """Delete a saved clip's file and its ``.json`` sidecar (the keep= policy decided against it)."""
+    for path in (clip.path, os.path.splitext(clip.path)[0] + ".json"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    clip.status = "deleted"
+    logger.info("deleted %s (not kept by keep=)", clip.path)
 
 
 def check_writable(folder: str) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from episode_recorder._optional import require
 from episode_recorder.frames import flatten_frames, select
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Clip, Recorder, Segment
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import clip_caption, log_videos, require_wandb
@@ -182,7 +183,8 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
     ``bitrate`` (see :class:`~episode_recorder.sinks.video.VideoOptions` for the defaults),
     ``queue_frames`` and ``when_full`` (``"wait"``: never lose a frame; ``"drop"``: never wait),
     ``episode_trigger(episode_num)`` (default: every episode) and ``finish_in_background`` (True:
-    that call returns at once and the file completes a few frames later; ``close()`` waits).
+    that call returns at once and the file completes a few frames later; ``close()`` waits), and
+    ``keep`` (which finished clips stay on disk, e.g. ``Keep(last=5)``; see :mod:`episode_recorder.keep`).
     Frames rendered after an episode ended and before the next reset belong to no episode and
     are not written.
 
@@ -215,6 +217,7 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         when_full: WhenFull = "wait",
         episode_trigger: Callable[[int], bool] | None = None,
         finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
     ) -> None:
         options = _video_options(format, fps, crf, preset, bitrate)  # checked before anything is created
         super().__init__(env, done_index=done_index, rendered_index=rendered_index, nested_separator=nested_separator)
@@ -223,7 +226,7 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         self.fps = fps
         self.episode_trigger = episode_trigger
         self.finish_in_background = finish_in_background
-        self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full)
+        self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full, keep=keep)
         self._segment: Segment | None = None
         self._skipped_episode: int | None = None  # the episode episode_trigger declined
 

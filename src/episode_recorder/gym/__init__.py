@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Clip, Recorder, Segment
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import active_run, log_clip_to_wandb
@@ -61,7 +62,9 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :class:`~episode_recorder.sinks.video.VideoOptions`), ``on_video_saved(path, info)`` called on
     this thread once per finished file with its metadata (see ``Clip.metadata``), ``sidecar``
     (write that metadata as ``{video name}.json``), ``queue_frames`` and ``when_full`` ("wait":
-    never lose a frame; "drop": never wait for the encoder), ``finish_in_background`` (True:
+    never lose a frame; "drop": never wait for the encoder), ``keep`` (which finished clips stay
+    on disk, e.g. ``Keep(best=3, worst=3)``, see :mod:`episode_recorder.keep`; callbacks, sidecars
+    and W&B see every clip first), ``finish_in_background`` (True:
     the call that ends a recording returns at once and the file completes a few frames later;
     ``close()`` still waits for every file).
 
@@ -98,6 +101,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
         finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -118,6 +122,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
             when_full=when_full,
             wandb_log_key=wandb_log_key,
             finish_in_background=finish_in_background,
+            keep=keep,
         )
         gym.Wrapper.__init__(self, env)
         check_render_mode(env.render_mode)
@@ -141,7 +146,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.step_id = -1
         self.episode_id = -1
 
-        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full)
+        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
         self._segment: Segment | None = None
         self._recording_episode: int | None = None  # the episode an episode-triggered recording follows
         self._episode_return = 0.0
@@ -307,6 +312,7 @@ def start_recorder(
     wandb_log_key: str | None,
     queue_frames: int,
     when_full: WhenFull,
+    keep: KeepPolicy | None = None,
 ) -> Recorder:
     """Set a RecordVideo wrapper's encoder attributes and start its recorder.
 
@@ -340,4 +346,5 @@ def start_recorder(
         queue_frames=wrapper.queue_frames,
         when_full=wrapper.when_full,
         on_saved=saved,
+        keep=keep,
     )

@@ -30,6 +30,7 @@ import numpy as np
 
 from episode_recorder.frames import to_rgb
 from episode_recorder.gym import VideoSavedCallback, check_render_mode, prepare_folder, start_recorder, video_options
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder, Segment
 from episode_recorder.sinks.video import WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -59,7 +60,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
 
     The other extras match :class:`episode_recorder.gym.RecordVideo`: ``format``, ``crf``,
     ``preset``, ``bitrate``, ``on_video_saved(path, info)``, ``sidecar``, ``queue_frames``,
-    ``when_full``, ``wandb_log_key``, ``finish_in_background``. A video is complete under its name
+    ``when_full``, ``wandb_log_key``, ``finish_in_background``, ``keep``. A video is complete under its name
     when the call that ends its recording returns. A wrapper that is not recording never calls
     ``render()``.
 
@@ -101,6 +102,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
         finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
     ) -> None:
         VectorWrapper.__init__(self, env)
         gym.utils.RecordConstructorArgs.__init__(
@@ -152,7 +154,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.step_id = -1
         self.episode_id = -1
 
-        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full)
+        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
         self._segment: Segment | None = None
         self._grid: np.ndarray | None = None
         chosen = self.env_indices or []
