@@ -189,16 +189,30 @@ def remux(source: str, target: str, format: str) -> int:
         if stream is None:
             return 0
         output = writer.add_stream_from_template(stream)
+        pending = None  # muxed one packet late: the last one of a cut-off GIF may be cut too
         try:
             for packet in reader.demux(stream):
+                if packet.is_corrupt:
+                    break
                 if packet.dts is None or packet.size == 0:
                     continue
-                packet.stream = output
-                writer.mux(packet)
-                packets += 1
+                if pending is not None:
+                    writer.mux(pending)
+                    packets += 1
+                pending = packet
+                pending.stream = output
         except (av.error.FFmpegError, EOFError):
             pass  # the rest of the file was cut off
+        if pending is not None and (format != "gif" or _ends_with_gif_trailer(source)):
+            writer.mux(pending)
+            packets += 1
     return packets
+
+
+def _ends_with_gif_trailer(path: str) -> bool:
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) == b";"
 
 
 class VideoFileEncoder:
