@@ -25,14 +25,13 @@ training waits, and every captured frame is in the file. Extras are keyword argu
 from __future__ import annotations
 
 import gc
-import json
 import os
 from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
 from episode_recorder.keep import KeepPolicy
-from episode_recorder.recorder import Clip, Recorder, Segment
+from episode_recorder.recorder import Clip, Recorder, Segment, write_sidecar
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import active_run, log_clip_to_wandb
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -331,8 +330,7 @@ def start_recorder(
         info = clip.metadata()
         if wrapper.sidecar:
             info["sidecar"] = os.path.splitext(clip.path)[0] + ".json"
-            with open(info["sidecar"], "w") as file:
-                json.dump(info, file, indent=2)
+            write_sidecar(info["sidecar"], info)
         if wrapper.on_video_saved is not None:
             wrapper.on_video_saved(clip.path, info)
         if wrapper.wandb_log_key is not None:
