@@ -33,6 +33,7 @@ import numpy as np
 from episode_recorder._optional import require
 from episode_recorder.gym import VideoSavedCallback, start_recorder, video_options
 from episode_recorder.gym.vector import check_env_indices
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.video import WhenFull
@@ -73,8 +74,9 @@ class VecVideoRecorder(VecEnvWrapper):
     Extras as in :class:`episode_recorder.gym.RecordVideo`: ``fps`` (default: the env's
     ``render_fps`` or 30), ``format`` ("mp4", "webm", "gif"), ``crf`` / ``preset`` / ``bitrate``,
     ``on_video_saved(path, info)``, ``sidecar``, ``wandb_log_key`` (per-env videos under
-    ``{key}/env_{i}``), ``queue_frames`` / ``when_full``; ``finish_in_background=True`` lets the step
-    that ends a recording return before its file is complete (``close()`` still waits for all).
+    ``{key}/env_{i}``), ``queue_frames`` / ``when_full``, ``keep`` (which finished clips stay on disk,
+    see :mod:`episode_recorder.keep`); ``finish_in_background=True`` lets the step that ends a
+    recording return before its file is complete (``close()`` still waits for all).
 
         >>> venv = VecVideoRecorder(venv, "videos", lambda step: step % 2000 == 0,
         ...                         env_indices=[0, 3], wandb_log_key="videos")  # doctest: +SKIP
@@ -104,6 +106,7 @@ class VecVideoRecorder(VecEnvWrapper):
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
     ) -> None:
         VecEnvWrapper.__init__(self, venv)
         self.env = venv
@@ -126,7 +129,7 @@ class VecVideoRecorder(VecEnvWrapper):
         self.video_length = video_length
         self.env_indices = env_indices
         self.finish_in_background = finish_in_background
-        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full)
+        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
         if env_indices is None:
             self.schedule = Schedule(
                 step_trigger=record_video_trigger, video_length=video_length, step_id=0,

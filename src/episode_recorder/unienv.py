@@ -3,14 +3,19 @@
 ``EpisodeRenderStackWrapper`` keeps the current episode's frames (that is its API);
 ``EpisodeVideoWrapper`` streams every frame to a background encoder and never holds an episode.
 
-    >>> from episode_recorder.unienv import EpisodeVideoWrapper            # doctest: +SKIP
-    >>> env = EpisodeVideoWrapper(make_my_unienv_env(), store_dir="videos", format="mp4")  # doctest: +SKIP
-    >>> context, obs, info = env.reset()                                    # doctest: +SKIP
-    >>> for _ in range(100):                                                # doctest: +SKIP
+    >>> import gymnasium as gym, os
+    >>> from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv  # a UniEnv env from a Gymnasium one
+    >>> from episode_recorder.unienv import EpisodeVideoWrapper
+    >>> env = EpisodeVideoWrapper(FromGymnasiumEnv(gym.make("CartPole-v1", render_mode="rgb_array")),
+    ...                           store_dir="videos", format="mp4")
+    >>> context, obs, info = env.reset(seed=0)
+    >>> for _ in range(30):
     ...     obs, reward, terminated, truncated, info = env.step(env.sample_action())
     ...     if terminated or truncated:
     ...         context, obs, info = env.reset()
-    >>> env.close()  # videos/episode_0_step_0.mp4, episode_1_step_..., ...  # doctest: +SKIP
+    >>> env.close()
+    >>> sorted(os.listdir("videos"))[0]
+    'episode_0_step_0.mp4'
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Literal
 
 from episode_recorder._optional import require
 from episode_recorder.frames import flatten_frames, select
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Clip, Recorder
 from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.video import VideoOptions, WhenFull
@@ -43,10 +49,12 @@ class EpisodeRenderStackWrapper(Wrapper):
     arrays and ``done_index`` the env whose termination (or ``reset(mask=...)`` entry) ends the
     episode; with ``done_index=None`` any env ends it.
 
-        >>> env = EpisodeRenderStackWrapper(my_env, rendered_index=0)   # doctest: +SKIP
-        >>> _ = env.reset(); _ = env.step(env.sample_action())          # doctest: +SKIP
-        >>> len(env.episodic_frames)                                     # doctest: +SKIP
-        2
+        >>> import gymnasium as gym
+        >>> from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv
+        >>> env = EpisodeRenderStackWrapper(FromGymnasiumEnv(gym.make("CartPole-v1", render_mode="rgb_array")))
+        >>> _ = env.reset(seed=0); _ = env.step(env.sample_action())
+        >>> len(env.episodic_frames), env.episodic_frames[0].shape
+        (2, (400, 600, 3))
     """
 
     def __init__(
@@ -176,11 +184,21 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
     ``bitrate`` (see :class:`~episode_recorder.sinks.video.VideoOptions` for the defaults),
     ``queue_frames`` and ``when_full`` (``"wait"``: never lose a frame; ``"drop"``: never wait),
     ``episode_trigger(episode_num)`` (default: every episode) and ``finish_in_background`` (True:
-    that call returns at once and the file completes a few frames later; ``close()`` waits).
+    that call returns at once and the file completes a few frames later; ``close()`` waits), and
+    ``keep`` (which finished clips stay on disk, e.g. ``Keep(last=5)``; see :mod:`episode_recorder.keep`).
     Frames rendered after an episode ended and before the next reset belong to no episode and
     are not written.
 
-        >>> env = EpisodeVideoWrapper(my_env, store_dir="videos", format="mp4")  # doctest: +SKIP
+        >>> import gymnasium as gym
+        >>> from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv
+        >>> env = EpisodeVideoWrapper(FromGymnasiumEnv(gym.make("CartPole-v1", render_mode="rgb_array")),
+        ...                           store_dir="videos", format="gif", fps=10)
+        >>> _ = env.reset(seed=0)
+        >>> for _ in range(3):
+        ...     _ = env.step(env.sample_action())
+        >>> env.close()
+        >>> [(clip.name, clip.frames) for clip in env.saved_clips]
+        [('episode_0_step_0.gif', 4)]
     """
 
     def __init__(
@@ -200,6 +218,7 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         when_full: WhenFull = "wait",
         episode_trigger: Callable[[int], bool] | None = None,
         finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
     ) -> None:
         options = _video_options(format, fps, crf, preset, bitrate)  # checked before anything is created
         super().__init__(env, done_index=done_index, rendered_index=rendered_index, nested_separator=nested_separator)
@@ -208,7 +227,7 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         self.fps = fps
         self.episode_trigger = episode_trigger
         self.finish_in_background = finish_in_background
-        self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full)
+        self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full, keep=keep)
         self.schedule = Schedule(
             episode_trigger=episode_trigger or (lambda episode: True), on_start=self._open_take, on_stop=self._close_take
         )
@@ -295,16 +314,18 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
     ``episode_trigger(episode_num)`` (default: every episode, as UniEnv) limits what is uploaded,
     e.g. ``lambda n: n % 10 == 0``.
 
-        >>> import wandb                                                           # doctest: +SKIP
-        >>> run = wandb.init(project="my-project")                                 # doctest: +SKIP
-        >>> env = EpisodeWandbVideoWrapper(my_env, wandb_log_key="rollout/video")  # doctest: +SKIP
-        >>> context, obs, info = env.reset()                                        # doctest: +SKIP
-        >>> for step in range(1000):                                                # doctest: +SKIP
+        >>> import gymnasium as gym, wandb
+        >>> from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv
+        >>> run = wandb.init(project="my-project", mode="offline")
+        >>> env = EpisodeWandbVideoWrapper(FromGymnasiumEnv(gym.make("CartPole-v1", render_mode="rgb_array")),
+        ...                                wandb_log_key="rollout/video")
+        >>> context, obs, info = env.reset(seed=0)
+        >>> for step in range(50):
         ...     obs, reward, terminated, truncated, info = env.step(env.sample_action())
         ...     wandb.log({"reward": float(reward)})  # the episode's video rides on this row
         ...     if terminated or truncated:
         ...         context, obs, info = env.reset()
-        >>> env.close(); run.finish()                                               # doctest: +SKIP
+        >>> env.close(); run.finish()
     """
 
     def __init__(

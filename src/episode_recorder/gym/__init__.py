@@ -25,13 +25,13 @@ training waits, and every captured frame is in the file. Extras are keyword argu
 from __future__ import annotations
 
 import gc
-import json
 import os
 from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
-from episode_recorder.recorder import Clip, Recorder
+from episode_recorder.keep import KeepPolicy
+from episode_recorder.recorder import Clip, Recorder, write_sidecar
 from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import active_run, log_clip_to_wandb
@@ -62,14 +62,21 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :class:`~episode_recorder.sinks.video.VideoOptions`), ``on_video_saved(path, info)`` called on
     this thread once per finished file with its metadata (see ``Clip.metadata``), ``sidecar``
     (write that metadata as ``{video name}.json``), ``queue_frames`` and ``when_full`` ("wait":
-    never lose a frame; "drop": never wait for the encoder), ``finish_in_background`` (True:
+    never lose a frame; "drop": never wait for the encoder), ``keep`` (which finished clips stay
+    on disk, e.g. ``Keep(best=3, worst=3)``, see :mod:`episode_recorder.keep`; callbacks, sidecars
+    and W&B see every clip first), ``finish_in_background`` (True:
     the call that ends a recording returns at once and the file completes a few frames later;
     ``close()`` still waits for every file).
 
         >>> import gymnasium as gym
         >>> env = gym.make("CartPole-v1", render_mode="rgb_array")
         >>> env = RecordVideo(env, "videos", episode_trigger=lambda e: e % 10 == 0,
-        ...                   on_video_saved=lambda path, info: print(path, info["frames"]))  # doctest: +SKIP
+        ...                   on_video_saved=lambda path, info: print(os.path.basename(path), info["frames"]))
+        >>> _ = env.reset(seed=0)
+        >>> for _ in range(5):
+        ...     _ = env.step(0)
+        >>> env.close()
+        rl-video-episode-0.mp4 6
     """
 
     def __init__(
@@ -94,6 +101,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
         finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -114,6 +122,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
             when_full=when_full,
             wandb_log_key=wandb_log_key,
             finish_in_background=finish_in_background,
+            keep=keep,
         )
         gym.Wrapper.__init__(self, env)
         check_render_mode(env.render_mode)
@@ -133,7 +142,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.video_length: int | float = video_length if video_length != 0 else float("inf")
         self.render_history: list[Any] = []
 
-        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full)
+        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
         self.schedule = Schedule(
             episode_trigger=episode_trigger,
             step_trigger=step_trigger,
@@ -319,6 +328,7 @@ def start_recorder(
     wandb_log_key: str | None,
     queue_frames: int,
     when_full: WhenFull,
+    keep: KeepPolicy | None = None,
 ) -> Recorder:
     """Set a RecordVideo wrapper's encoder attributes and start its recorder.
 
@@ -337,8 +347,7 @@ def start_recorder(
         info = clip.metadata()
         if wrapper.sidecar:
             info["sidecar"] = os.path.splitext(clip.path)[0] + ".json"
-            with open(info["sidecar"], "w") as file:
-                json.dump(info, file, indent=2)
+            write_sidecar(info["sidecar"], info)
         if wrapper.on_video_saved is not None:
             wrapper.on_video_saved(clip.path, info)
         if wrapper.wandb_log_key is not None:
@@ -352,4 +361,5 @@ def start_recorder(
         queue_frames=wrapper.queue_frames,
         when_full=wrapper.when_full,
         on_saved=saved,
+        keep=keep,
     )

@@ -37,6 +37,7 @@ from episode_recorder.gym import (
     video_name,
     video_options,
 )
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.video import WhenFull
@@ -67,11 +68,20 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
 
     The other extras match :class:`episode_recorder.gym.RecordVideo`: ``format``, ``crf``,
     ``preset``, ``bitrate``, ``on_video_saved(path, info)``, ``sidecar``, ``queue_frames``,
-    ``when_full``, ``wandb_log_key``, ``finish_in_background``. A video is complete under its name
+    ``when_full``, ``wandb_log_key``, ``finish_in_background``, ``keep``. A video is complete under its name
     when the call that ends its recording returns. A wrapper that is not recording never calls
     ``render()``.
 
-        >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True)   # doctest: +SKIP
+        >>> import gymnasium as gym, os
+        >>> envs = gym.make_vec("CartPole-v1", num_envs=2, render_mode="rgb_array")
+        >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True, video_length=4,
+        ...                    step_trigger=lambda step: step == 0)
+        >>> _ = envs.reset(seed=0)
+        >>> for _ in range(6):
+        ...     _ = envs.step(envs.action_space.sample())
+        >>> envs.close()
+        >>> [(os.path.basename(clip.path), clip.frames) for clip in envs.recorder.clips]
+        [('rl-video-env-0-step-0.mp4', 5), ('rl-video-env-1-step-0.mp4', 5)]
     """
 
     def __init__(
@@ -100,6 +110,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
         finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
     ) -> None:
         VectorWrapper.__init__(self, env)
         gym.utils.RecordConstructorArgs.__init__(
@@ -148,7 +159,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.render_history: list[Any] = []
         self._grid: np.ndarray | None = None
 
-        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full)
+        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
         per_env = self.env_indices is not None
         self.schedule = Schedule(
             self.env_indices if per_env else [None],  # None: the tiled overview, following env 0's episodes
