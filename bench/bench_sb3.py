@@ -12,6 +12,7 @@ frames decoded vs frames captured.
     python bench/bench_sb3.py                   # every variant (about 5 minutes on 2 quiet cores)
     python bench/bench_sb3.py --steps 1200      # shorter
     python bench/bench_sb3.py --variant ours    # one variant, prints JSON (what the parent runs)
+    python bench/bench_sb3.py --variants none,ours --preset ultrafast --finish-in-background
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def make_env_fn(index: int, cpu_ms: float) -> Any:
     return SyntheticEnv
 
 
-def wrap(variant: str, venv: Any, folder: str) -> Any:
+def wrap(variant: str, venv: Any, folder: str, options: dict[str, Any]) -> Any:
     trigger = lambda step: step % 1000 == 0  # noqa: E731
     if variant == "none":
         os.makedirs(folder)
@@ -84,8 +85,8 @@ def wrap(variant: str, venv: Any, folder: str) -> Any:
     from episode_recorder.sb3 import VecVideoRecorder
 
     if variant == "ours":
-        return VecVideoRecorder(venv, folder, trigger, video_length=200)
-    return VecVideoRecorder(venv, folder, trigger, env_indices=[0])
+        return VecVideoRecorder(venv, folder, trigger, video_length=200, **options)
+    return VecVideoRecorder(venv, folder, trigger, env_indices=[0], **options)
 
 
 class MemorySampler(threading.Thread):
@@ -112,11 +113,11 @@ class MemorySampler(threading.Thread):
             self.peak_mb = max(self.peak_mb, total / 2**20)
 
 
-def run_variant(variant: str, steps: int, rollout: int, cpu_ms: float, folder: str) -> dict[str, Any]:
+def run_variant(variant: str, steps: int, rollout: int, cpu_ms: float, folder: str, options: dict[str, Any]) -> dict[str, Any]:
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     base = DummyVecEnv([make_env_fn(i, cpu_ms) for i in range(N_ENVS)])
-    venv = wrap(variant, base, folder)
+    venv = wrap(variant, base, folder, options)
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(4, 2)).astype(np.float32)
     sampler = MemorySampler()
@@ -171,21 +172,28 @@ def main() -> None:
     parser.add_argument("--rollout", type=int, default=256, help="steps between 'training' phases")
     parser.add_argument("--cpu-ms", type=float, default=5.0)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, for the table")
+    parser.add_argument("--preset", help="x264 preset for ours (default: the library's)")
+    parser.add_argument("--finish-in-background", action="store_true", help="ours: do not wait for a file at a clip's end")
     args = parser.parse_args()
+    options: dict[str, Any] = {"finish_in_background": True} if args.finish_in_background else {}
+    if args.preset:
+        options["preset"] = args.preset
     if args.variant:
         with tempfile.TemporaryDirectory() as folder:
-            result = run_variant(args.variant, args.steps, args.rollout, args.cpu_ms, os.path.join(folder, "videos"))
+            result = run_variant(args.variant, args.steps, args.rollout, args.cpu_ms, os.path.join(folder, "videos"), options)
         print(json.dumps(result))
         return
     results = []
     for variant in args.variants.split(","):
         command = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps),
                    "--rollout", str(args.rollout), "--cpu-ms", str(args.cpu_ms)]  # fmt: skip
+        command += ["--preset", args.preset] if args.preset else []
+        command += ["--finish-in-background"] if args.finish_in_background else []
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
     base = results[0]
     print(f"DummyVecEnv of {N_ENVS} x {HEIGHT}x{WIDTH}, {args.steps} steps, {args.cpu_ms:g} ms CPU per env step, "
-          f"clip every 1000 steps, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"clip every 1000 steps, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, ours: {options or 'defaults'}")  # fmt: skip
     print("| variant | wall s | overhead | longest call ms | peak RSS MB main | peak MB main + children (vs none) | files | frames decoded / captured |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
