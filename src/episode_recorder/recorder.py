@@ -175,6 +175,8 @@ class Recorder:
             clip = self._unfinished.pop(result[1])
             if kind == "saved":
                 clip.status, clip.path = "saved", result[2]
+                if len(result) > 4:
+                    clip.extra["encoder"] = result[4]  # the settings actually used (preset, threads, ...)
                 if self.on_saved is not None:
                     self.on_saved(clip)
             elif kind == "aborted":

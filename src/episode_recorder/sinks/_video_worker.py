@@ -9,15 +9,18 @@ closes without ``quit`` (the training process died), every open clip is finished
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import signal
 import sys
+import time
 import traceback
 from typing import Any
 
 import av
 
+from episode_recorder.sinks.speed import SpeedGovernor
 from episode_recorder.sinks.video import VideoFileEncoder, VideoOptions, _Ring, read_message, send_message
 
 
@@ -37,12 +40,23 @@ def _failure(clip_id: int, error: BaseException) -> tuple[Any, ...]:
     return ("failed", clip_id, error, trace)
 
 
+def _adapt(governor: SpeedGovernor, clips: dict[int, _Clip], clip_id: int, cost: float, waited: bool) -> None:
+    """Tell the governor what a frame cost; make the change it asks for, if any."""
+    change = governor.encoded(clip_id, cost, time.perf_counter(), waited)
+    if change is not None:
+        target, setting = change
+        encoder = clips[target].encoder
+        if encoder is not None:
+            governor.switched(target, setting, encoder.switch(setting))
+
+
 def serve(command_fd: int, result_fd: int) -> None:
     # Ctrl+C reaches the whole process group: let the training process decide, and keep encoding
     # until it says "quit" or goes away (then open clips are saved as partial files).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     av.logging.set_level(av.logging.ERROR)
     clips: dict[int, _Clip] = {}
+    governor = SpeedGovernor(os.cpu_count() or 1, warn=lambda text: send_message(result_fd, ("log", logging.WARNING, text)))
     send_message(result_fd, ("ready",))
     with os.fdopen(command_fd, "rb") as commands:
         while (message := read_message(commands)) is not None:
@@ -54,7 +68,9 @@ def serve(command_fd: int, result_fd: int) -> None:
                 _, _, name, slots, height, width, path, options = message
                 ring = _Ring(slots, height, width, name=name)
                 try:
-                    clips[clip_id] = _Clip(ring, VideoFileEncoder(path, height, width, VideoOptions(**options)))
+                    options = VideoOptions(**options)
+                    setting = governor.open(clip_id, options, height, width)
+                    clips[clip_id] = _Clip(ring, VideoFileEncoder(path, height, width, options, setting))
                 except Exception as error:  # reported once, then the clip's frames are skipped
                     clips[clip_id] = _Clip(ring, None, error)
                     send_message(result_fd, _failure(clip_id, error))
@@ -64,7 +80,9 @@ def serve(command_fd: int, result_fd: int) -> None:
                 frame = clip.ring.frames[message[2]]
                 if clip.encoder is not None:
                     try:
+                        started = time.perf_counter()
                         clip.encoder.write(frame)
+                        _adapt(governor, clips, clip_id, time.perf_counter() - started, message[3])
                     except Exception as error:
                         clip.encoder.abort()
                         clip.encoder = None
@@ -72,6 +90,7 @@ def serve(command_fd: int, result_fd: int) -> None:
                 clip.ring.taken[0] += 1
                 continue
             del clips[clip_id]
+            governor.closed(clip_id)
             clip.ring.release(unlink=False)
             if clip.encoder is None:
                 continue  # its failure was already reported
@@ -85,7 +104,7 @@ def serve(command_fd: int, result_fd: int) -> None:
                 clip.encoder.abort()
                 send_message(result_fd, _failure(clip_id, error))
             else:
-                send_message(result_fd, ("saved", clip_id, path, clip.encoder.frames))
+                send_message(result_fd, ("saved", clip_id, path, clip.encoder.frames, clip.encoder.report()))
         else:  # the command pipe closed without "quit": the training process is gone
             for clip in clips.values():
                 if clip.encoder is not None and clip.encoder.frames > 0:

@@ -31,6 +31,7 @@ open clip as ``<name>.partial.<format>`` so nothing captured is lost.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import pickle
 import struct
@@ -47,21 +48,28 @@ from typing import Any, Literal
 import numpy as np
 
 FORMATS = ("mp4", "webm", "gif")
+AUTO = "auto"
 WhenFull = Literal["wait", "drop"]
 _HEADER_BYTES = 64  # int64 at offset 0: frames the encoder process has taken out of the ring
 
 
 @dataclass(frozen=True)
 class VideoOptions:
-    """How clips are encoded; the defaults keep encoding ahead of a typical simulator on 2 cores.
+    """How clips are encoded.
 
-    - ``mp4``: H.264 (libx264), yuv420p (plays in browsers, W&B, QuickTime); ``crf`` 23,
-      ``preset`` "veryfast". Odd sizes are padded to even by repeating the last row/column.
-    - ``webm``: VP9 (libvpx-vp9), yuv420p; ``crf`` 32, realtime deadline, ``preset`` = cpu-used "8".
-    - ``gif``: a 256-colour palette per frame (Pillow FASTOCTREE), loops forever.
+    - ``mp4``: H.264 (libx264), yuv420p (plays in browsers, W&B, QuickTime), no B-frames; ``crf``
+      23. Odd sizes are padded to even by repeating the last row/column.
+    - ``webm``: VP9 (libvpx-vp9), yuv420p; ``crf`` 32, realtime deadline, row multithreading.
+    - ``gif``: a 256-colour palette (Pillow FASTOCTREE), loops forever.
 
-    ``bitrate`` (bits per second) replaces ``crf`` when given. ``threads`` defaults to 1 on machines
-    with up to 2 cores (the step loop keeps the other one), else ``min(4, cores // 2)``.
+    ``preset="auto"`` (the default) lets the encoder process choose its speed by measurement: it
+    starts at H.264 "veryfast" / VP9 cpu-used "8" and moves to a faster setting as soon as it
+    would fall behind the frames arriving, inside the clip (see :mod:`episode_recorder.sinks.speed`).
+    An explicit preset (x264's ``"ultrafast"`` ... ``"veryslow"``, VP9's cpu-used ``"0"`` ... ``"8"``)
+    is used as given; GIF has one setting. ``bitrate`` (bits per second) replaces ``crf`` when
+    given. ``threads`` defaults to 1 on machines with up to 2 cores (the step loop keeps the other
+    one), else ``min(4, cores // 2)``; "auto" adds threads only while the caller is blocked at the
+    fastest preset. Each clip's metadata records the settings used (``"encoder"``).
 
     >>> VideoOptions(format="webm", fps=50).extension
     'webm'
@@ -70,7 +78,7 @@ class VideoOptions:
     format: str = "mp4"
     fps: float = 30.0
     crf: int | None = None
-    preset: str | None = None
+    preset: str | None = AUTO
     bitrate: int | None = None
     threads: int | None = None
 
@@ -79,10 +87,36 @@ class VideoOptions:
             raise ValueError(f"Unknown video format {self.format!r}: choose one of {', '.join(FORMATS)}.")
         if not self.fps or self.fps <= 0:
             raise ValueError(f"fps must be a positive number, received {self.fps!r}.")
+        if self.preset is None:
+            object.__setattr__(self, "preset", AUTO)
 
     @property
     def extension(self) -> str:
         return self.format
+
+    @property
+    def adaptive(self) -> bool:
+        return self.preset == AUTO
+
+
+@dataclass(frozen=True)
+class EncoderSetting:
+    """What the encoder actually runs with: a concrete preset and a thread count."""
+
+    preset: str
+    threads: int
+
+
+# "auto" chooses among these, best quality first. Every H.264 step shares one set of stream
+# headers (SPS/PPS: no B-frames, no lookahead, 1 reference, CABAC, 8x8 transform), so the encoder
+# can switch between them inside a clip; VP9 steps switch at a key frame too.
+AUTO_PRESETS = {
+    "mp4": ("faster", "veryfast", "superfast", "ultrafast"),
+    "webm": ("6", "7", "8"),
+    "gif": ("octree",),  # measured: other palettes cost as much (GIF's LZW is half the cost) or look worse
+}
+AUTO_START = {"mp4": "veryfast", "webm": "8", "gif": "octree"}  # the first clip's setting
+_X264_AUTO_HEADERS = "bframes=0:rc-lookahead=0:ref=1:weightp=1:8x8dct=1:cabac=1:stitchable=1"
 
 
 def partial_path(path: str) -> str:
@@ -94,25 +128,37 @@ def partial_path(path: str) -> str:
 class VideoFileEncoder:
     """Encodes RGB frames into one file, written under a hidden temporary name until ``close()``.
 
+    ``setting`` (default: the options' preset, or the "auto" start) can be changed inside the clip
+    with :meth:`switch`. ``encode_seconds`` is the time spent in :meth:`write` (colour conversion
+    and encoding).
+
     >>> import numpy as np, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "clip.webm")
     >>> encoder = VideoFileEncoder(path, 48, 64, VideoOptions(format="webm"))
     >>> for t in range(5):
     ...     encoder.write(np.full((48, 64, 3), 40 * t, np.uint8))
-    >>> encoder.close() == path, encoder.frames
-    (True, 5)
+    >>> encoder.close() == path, encoder.frames, encoder.setting.preset
+    (True, 5, '8')
     """
 
-    def __init__(self, path: str, height: int, width: int, options: VideoOptions) -> None:
+    def __init__(
+        self, path: str, height: int, width: int, options: VideoOptions, setting: EncoderSetting | None = None
+    ) -> None:
         import av
+        from av.video.reformatter import VideoReformatter
 
         self.path = path
         self.temp_path = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.part")
         self.frames = 0
+        self.encode_seconds = 0.0
         self.options = options
+        self.setting = setting or initial_setting(options)
+        self.settings_used: list[tuple[EncoderSetting, int]] = [(self.setting, 0)]  # (setting, first frame)
         self._size = (height, width)
         self._pad = (0, 0)
+        self._reformatter = VideoReformatter()
         rate = Fraction(options.fps).limit_denominator(1001)
+        self._time_base = 1 / rate
         container_options = {"movflags": "+faststart"} if options.format == "mp4" else {}
         self._container = av.open(self.temp_path, "w", format=options.format, options=container_options)
         try:
@@ -120,37 +166,66 @@ class VideoFileEncoder:
                 self._stream = self._container.add_stream("gif", rate=rate)
                 self._stream.pix_fmt = "pal8"
             else:
-                codec = "libx264" if options.format == "mp4" else "libvpx-vp9"
-                self._stream = self._container.add_stream(codec, rate=rate)
+                self._stream = self._container.add_stream(_CODECS[options.format], rate=rate)
                 self._stream.pix_fmt = "yuv420p"
                 self._pad = (height % 2, width % 2)
-                self._stream.options = _codec_options(options)
-                if options.bitrate:
-                    self._stream.bit_rate = int(options.bitrate)
+                _configure(self._stream.codec_context, options, self.setting)
             self._stream.height = height + self._pad[0]
             self._stream.width = width + self._pad[1]
-            self._stream.codec_context.thread_type = "AUTO"
-            self._stream.codec_context.thread_count = options.threads or _default_threads()
+            self._context = self._stream.codec_context
         except BaseException:
             self.abort()
             raise
 
     def write(self, rgb: np.ndarray) -> None:
         """Encode one HxWx3 uint8 frame of the size given at construction."""
-        import av
-
+        started = time.perf_counter()
         if rgb.shape != (*self._size, 3):
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of size {self._size}.")
-        if self.options.format == "gif":
-            frame = av.VideoFrame.from_ndarray(_quantize(rgb), format="pal8")
-        else:
-            if any(self._pad):
-                rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = self._gif_frame(rgb) if self.options.format == "gif" else self._yuv_frame(rgb)
         frame.pts = self.frames
-        frame.time_base = 1 / self._stream.codec_context.framerate
+        frame.time_base = self._time_base
         self._mux(frame)
         self.frames += 1
+        self.encode_seconds += time.perf_counter() - started
+
+    def switch(self, setting: EncoderSetting) -> bool:
+        """Use ``setting`` from the next frame on; False if this codec cannot change it inside a clip.
+
+        H.264 and VP9 restart with a key frame from a fresh codec context, accepted only when its
+        stream headers equal the file's (a player then decodes the clip as one stream).
+        """
+        if setting == self.setting:
+            return True
+        if self.options.format != "gif":
+            import av
+
+            context = av.CodecContext.create(_CODECS[self.options.format], "w")
+            for name in ("width", "height", "pix_fmt", "framerate", "flags"):
+                setattr(context, name, getattr(self._context, name))
+            context.time_base = self._time_base
+            _configure(context, self.options, setting)
+            context.open()
+            if bytes(context.extradata or b"") != bytes(self._stream.codec_context.extradata or b""):
+                return False
+            self._mux(None)  # the old context's delayed frames
+            self._context = context
+        self.setting = setting
+        self.settings_used.append((setting, self.frames))
+        return True
+
+    def report(self) -> dict[str, Any]:
+        """The settings this clip was encoded with, for its metadata."""
+        return {
+            "codec": _CODECS.get(self.options.format, "gif"),
+            "preset": self.setting.preset,
+            "threads": self.setting.threads,
+            "crf": None if self.options.bitrate or self.options.format == "gif" else _crf(self.options),
+            "bitrate": self.options.bitrate,
+            "adaptive": self.options.adaptive,
+            "settings": [{"preset": s.preset, "threads": s.threads, "from_frame": first} for s, first in self.settings_used],
+            "encode_ms_per_frame": round(1000 * self.encode_seconds / max(1, self.frames), 3),
+        }
 
     def close(self) -> str:
         """Flush, close and move the file to its final name; returns that name."""
@@ -175,21 +250,58 @@ class VideoFileEncoder:
         os.replace(self.temp_path, final_path)
         return final_path
 
+    def _yuv_frame(self, rgb: np.ndarray) -> Any:
+        import av
+
+        if any(self._pad):
+            rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        # swscale's default (bilinear) path measured fastest for rgb24 -> yuv420p at one size.
+        return self._reformatter.reformat(
+            av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p", threads=self.setting.threads
+        )
+
+    def _gif_frame(self, rgb: np.ndarray) -> Any:
+        import av
+
+        return av.VideoFrame.from_ndarray(_quantize(rgb), format="pal8")
+
     def _mux(self, frame: Any) -> None:
-        for packet in self._stream.encode(frame):
+        for packet in self._context.encode(frame):
+            packet.stream = self._stream
             self._container.mux(packet)
 
 
-def _codec_options(options: VideoOptions) -> dict[str, str]:
+_CODECS = {"mp4": "libx264", "webm": "libvpx-vp9"}
+
+
+def initial_setting(options: VideoOptions) -> EncoderSetting:
+    """The setting a clip starts with when nothing has been measured yet."""
+    preset = AUTO_START[options.format] if options.adaptive or options.format == "gif" else str(options.preset)
+    return EncoderSetting(preset, options.threads or _default_threads())
+
+
+def _crf(options: VideoOptions) -> int:
+    return options.crf if options.crf is not None else (23 if options.format == "mp4" else 32)
+
+
+def _configure(context: Any, options: VideoOptions, setting: EncoderSetting) -> None:
+    """Codec options, rate control and threads of an H.264 / VP9 codec context (before it opens)."""
     if options.format == "mp4":
-        settings = {"preset": options.preset or "veryfast"}
+        headers = _X264_AUTO_HEADERS if options.adaptive else "bframes=0"
+        settings = {"preset": setting.preset, "x264-params": headers}
     else:
-        settings = {"deadline": "realtime", "cpu-used": options.preset or "8", "row-mt": "1"}
-    if not options.bitrate:
-        settings["crf"] = str(options.crf if options.crf is not None else (23 if options.format == "mp4" else 32))
+        # No frame lag: the end of a clip costs one frame, not lag-in-frames (25) frames.
+        settings = {"deadline": "realtime", "cpu-used": setting.preset, "row-mt": "1", "lag-in-frames": "0"}
+    if options.bitrate:
+        context.bit_rate = int(options.bitrate)
+    else:
+        settings["crf"] = str(_crf(options))
         if options.format == "webm":
             settings["b"] = "0"  # constant quality
-    return settings
+    context.options = settings
+    # Slices rather than frames when "auto" adds threads: no extra frames to flush at the end.
+    context.thread_type = "SLICE" if options.adaptive and options.format == "mp4" and setting.threads > 1 else "AUTO"
+    context.thread_count = setting.threads
 
 
 def _default_threads() -> int:
@@ -271,7 +383,7 @@ class VideoEncoderProcess:
     ``write`` copies one frame into the ring and returns at once; when the ring is full it waits
     for the encoder (``when_full="wait"``, nothing lost) or skips the frame and returns False
     (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
-    ``("saved", clip, path, frames)``, ``("aborted", clip)``, ``("failed", clip, error)``.
+    ``("saved", clip, path, frames, encoder_report)``, ``("aborted", clip)``, ``("failed", clip, error)``.
     """
 
     def __init__(self, queue_frames: int = 16, when_full: WhenFull = "wait") -> None:
@@ -326,15 +438,17 @@ class VideoEncoderProcess:
         ring = self._rings[clip]
         if rgb.shape != ring.frames.shape[1:]:
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of shape {ring.frames.shape[1:]}.")
+        waited = False
         while ring.written - int(ring.taken[0]) >= ring.slots:
             if self.when_full == "drop":
                 return False
+            waited = True
             self._check_alive()
             time.sleep(0.0005)
         slot = ring.written % ring.slots
         np.copyto(ring.frames[slot], rgb)
         ring.written += 1
-        self._send(("frame", clip, slot))
+        self._send(("frame", clip, slot, waited))  # the encoder's speed control wants to know it waited
         return True
 
     def close(self, clip: int) -> None:
@@ -422,6 +536,9 @@ def _read_results(
         if read_message(stream) == ("ready",):
             ready.set()
         while (message := read_message(stream)) is not None:
+            if message[0] == "log":  # ("log", level, text): e.g. the encoder adapting its speed
+                logging.getLogger("episode_recorder").log(message[1], message[2])
+                continue
             with arrived:
                 results.append(message)
                 arrived.notify_all()
