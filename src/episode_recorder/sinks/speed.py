@@ -12,6 +12,8 @@ the window took. Frames arriving faster than they are encoded keep the encoder b
 - A clip starts where the last clip of the same format and size ended; one step better when the
   costs measured so far predict a busy fraction under ``BUSY_LOW`` there (costs of steps not yet
   measured at that size are estimated from ``RELATIVE_COST``, measured on the development machine).
+  On machines with up to 2 cores it never climbs above the start setting (``AUTO_START``): the
+  step loop and a software renderer need the CPU a costlier setting would take from them.
 
 Every change is logged as a WARNING on the ``episode_recorder`` logger.
 
@@ -31,7 +33,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from episode_recorder.sinks.video import AUTO_PRESETS, EncoderSetting, VideoOptions, initial_setting
+from episode_recorder.sinks.video import AUTO_PRESETS, AUTO_START, EncoderSetting, VideoOptions, initial_setting
 
 WINDOW = 12  # frames per measurement
 BUSY_HIGH = 0.85  # above this the encoder is about to fall behind: go faster
@@ -72,6 +74,7 @@ class SpeedGovernor:
 
     def __init__(self, cores: int, warn: Callable[[str], None] = logger.warning) -> None:
         self.max_threads = max(1, cores)
+        self.climbs_above_start = cores > 2
         self.warn = warn
         self._clips: dict[int, _ClipState] = {}
         self._history: dict[tuple[str, int, int], _History] = {}
@@ -168,7 +171,7 @@ class SpeedGovernor:
         if current.threads > default_threads:
             candidate = EncoderSetting(current.preset, max(default_threads, current.threads // 2))
             ratio = current.threads / candidate.threads  # assumes threads scale perfectly: cautious
-        elif index > 0:
+        elif index > 0 and (self.climbs_above_start or index > ladder.index(AUTO_START[options.format])):
             candidate = EncoderSetting(ladder[index - 1], current.threads)
             relative = RELATIVE_COST[options.format]
             ratio = relative[candidate.preset] / relative[current.preset]
