@@ -12,7 +12,7 @@ from support import decode, pattern, psnr
 
 from episode_recorder.recorder import Recorder
 from episode_recorder.sinks.speed import WINDOW, SpeedGovernor
-from episode_recorder.sinks.video import AUTO_PRESETS, EncoderSetting, VideoFileEncoder, VideoOptions
+from episode_recorder.sinks.video import AUTO_PRESETS, EncoderSetting, VideoFileEncoder, VideoOptions, initial_setting
 
 
 def drive(governor: SpeedGovernor, clip: int, setting: EncoderSetting, cost: dict[str, float], interval: float,
@@ -29,40 +29,48 @@ def drive(governor: SpeedGovernor, clip: int, setting: EncoderSetting, cost: dic
     return changes, setting
 
 
-SLOW = {"faster": 0.012, "veryfast": 0.007, "superfast": 0.006, "ultrafast": 0.0055}  # s per frame
+SLOW = {"veryfast": 0.007, "superfast": 0.006, "ultrafast": 0.0055}  # s per frame
 
 
 def test_auto_steps_down_while_frames_arrive_faster_than_it_encodes():
-    governor = SpeedGovernor(cores=2, warn=lambda text: None)
-    setting = governor.open(0, VideoOptions(format="mp4"), 480, 640)
-    assert setting == EncoderSetting("veryfast", 1)
+    governor = SpeedGovernor(cores=64, warn=lambda text: None)
+    options = VideoOptions(format="mp4")
+    threads = initial_setting(options).threads  # 1 on 2 cores
+    setting = governor.open(0, options, 480, 640)
+    assert setting == EncoderSetting("veryfast", threads)
     changes, setting = drive(governor, 0, setting, SLOW, interval=0.005, frames=4 * WINDOW)
-    assert changes == [EncoderSetting("superfast", 1), EncoderSetting("ultrafast", 1)]
+    assert changes == [EncoderSetting("superfast", threads), EncoderSetting("ultrafast", threads)]
     # At the fastest preset only a waiting caller gets more threads: it is blocked anyway.
     change = None
     for frame in range(WINDOW):
         change = governor.encoded(0, 0.0055, 1.0 + 0.0055 * frame, waited=frame == 3) or change
-    assert change == (0, EncoderSetting("ultrafast", 2))
+    assert change == (0, EncoderSetting("ultrafast", 2 * threads))
+    # Threads given explicitly are kept.
+    governor.open(1, VideoOptions(format="mp4", preset="auto", threads=1), 96, 128)
+    drive(governor, 1, EncoderSetting("veryfast", 1), SLOW, interval=0.005, frames=3 * WINDOW)
+    assert all(governor.encoded(1, 0.0055, 2.0 + 0.0055 * f, waited=True) is None for f in range(2 * WINDOW))
 
 
 def test_auto_keeps_its_setting_when_it_keeps_up_and_the_next_clip_tries_better():
+    vp9 = {"6": 0.015, "7": 0.012, "8": 0.007}  # s per frame
     two_cores = SpeedGovernor(cores=2, warn=lambda text: None)
     governor = SpeedGovernor(cores=4, warn=lambda text: None)
     for each in (two_cores, governor):
-        setting = each.open(0, VideoOptions(format="mp4"), 480, 640)
-        assert drive(each, 0, setting, SLOW, interval=0.020, frames=4 * WINDOW)[0] == []  # busy 35%
+        setting = each.open(0, VideoOptions(format="webm", threads=1), 480, 640)
+        assert setting == EncoderSetting("8", 1)
+        assert drive(each, 0, setting, vp9, interval=0.020, frames=4 * WINDOW)[0] == []  # busy 35%
         each.closed(0)
     # With 2 cores the step loop needs the other one: never costlier than the start setting.
-    assert two_cores.open(1, VideoOptions(format="mp4"), 480, 640) == EncoderSetting("veryfast", 1)
-    setting = governor.open(1, VideoOptions(format="mp4"), 480, 640)
-    assert setting == EncoderSetting("faster", 1)
+    assert two_cores.open(1, VideoOptions(format="webm", threads=1), 480, 640) == EncoderSetting("8", 1)
+    setting = governor.open(1, VideoOptions(format="webm", threads=1), 480, 640)
+    assert setting == EncoderSetting("7", 1)
     # The better setting turns out too slow for frames every 10 ms: down again, inside the clip.
-    assert drive(governor, 1, setting, SLOW, interval=0.010, frames=3 * WINDOW)[0] == [EncoderSetting("veryfast", 1)]
+    assert drive(governor, 1, setting, vp9, interval=0.010, frames=3 * WINDOW)[0] == [EncoderSetting("8", 1)]
     governor.closed(1)
     # Its measured cost (12 ms, 10 ms apart) now keeps the next clip from trying it again.
-    assert governor.open(2, VideoOptions(format="mp4"), 480, 640) == EncoderSetting("veryfast", 1)
+    assert governor.open(2, VideoOptions(format="webm", threads=1), 480, 640) == EncoderSetting("8", 1)
     # Another size has its own history.
-    assert governor.open(3, VideoOptions(format="mp4"), 96, 128) == EncoderSetting("veryfast", 1)
+    assert governor.open(3, VideoOptions(format="webm", threads=1), 96, 128) == EncoderSetting("8", 1)
 
 
 def test_explicit_settings_are_never_changed():
@@ -83,7 +91,7 @@ def test_a_change_the_codec_refuses_inside_a_clip_applies_to_the_next_clip(tmp_p
         encoder.write(frame)
     encoder.close()
     decoded, _, _ = decode(tmp_path / "clip.mp4")
-    assert len(decoded) == 20 and encoder.report()["settings"] == [{"preset": "medium", "threads": 1, "from_frame": 0}]
+    assert len(decoded) == 20 and [s["preset"] for s in encoder.report()["settings"]] == ["medium"]
 
     governor = SpeedGovernor(cores=2, warn=lambda text: None)
     governor.open(0, VideoOptions(format="mp4"), 96, 128)
@@ -132,7 +140,8 @@ def test_auto_picks_a_faster_preset_when_frames_arrive_faster_than_it_encodes(tm
     encoder = metadata["encoder"]
     ladder = AUTO_PRESETS["mp4"]
     assert encoder["adaptive"] and encoder["crf"] == 23 and encoder["encode_ms_per_frame"] > 0
-    assert encoder["settings"][0] == {"preset": "veryfast", "threads": 1, "from_frame": 0}
+    threads = initial_setting(VideoOptions()).threads
+    assert encoder["settings"][0] == {"preset": "veryfast", "threads": threads, "from_frame": 0}
     assert ladder.index(encoder["preset"]) > ladder.index("veryfast")
     assert encoder["preset"] == encoder["settings"][-1]["preset"]
     assert any("falling behind" in r.getMessage() and r.name == "episode_recorder" for r in caplog.records)
@@ -152,7 +161,7 @@ def test_explicit_presets_and_rates_are_honoured(tmp_path):
     frames = [pattern(t, 240, 320) for t in range(40)]
     metadata = record_fast(tmp_path / "a", VideoOptions(format="mp4", preset="medium", crf=30), frames)
     assert metadata["encoder"]["preset"] == "medium" and metadata["encoder"]["crf"] == 30
-    assert metadata["encoder"]["settings"] == [{"preset": "medium", "threads": 1, "from_frame": 0}]
+    assert metadata["encoder"]["settings"] == [{"preset": "medium", "threads": initial_setting(VideoOptions()).threads, "from_frame": 0}]
     assert not metadata["encoder"]["adaptive"]
     with av.open(metadata["path"]) as container:
         assert b"subme=7" in bytes(next(p for p in container.demux(video=0) if p.size))  # x264's medium
