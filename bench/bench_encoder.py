@@ -381,21 +381,25 @@ def _files(folder: str) -> list[Path]:
 
 
 def _check_files(folder: str, source: Any, content: Content | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Frames decoded, and PSNR of every 10th frame (MuJoCo: the kept ones) against its source frame."""
+    import av
+
     files = _files(folder)
     decoded_total, scores = 0, []
     by_episode: dict[int, list[int]] = {}
     for episode, t in source.rendered:
         by_episode.setdefault(episode, []).append(t)
     for episode, path in enumerate(files):
-        frames = _decode(path)
-        decoded_total += len(frames)
         renders = by_episode.get(episode, [])
-        # Gymnasium-style wrappers film reset + every step; any extra render() we made is not in a clip.
-        for index in range(0, min(len(frames), len(renders)), PSNR_EVERY if content is not None else 1):
-            if content is not None:
-                scores.append(psnr(frames[index], content.frame(renders[index])))
-            elif (episode, renders[index]) in source.kept:
-                scores.append(psnr(frames[index], source.kept[(episode, renders[index])]))
+        with av.open(str(path)) as container:  # one frame at a time: decoding must not inflate the peak
+            for index, frame in enumerate(container.decode(video=0)):
+                decoded_total += 1
+                if index >= len(renders):
+                    continue
+                if content is not None and index % PSNR_EVERY == 0:
+                    scores.append(psnr(frame.to_ndarray(format="rgb24"), content.frame(renders[index])))
+                elif content is None and (episode, renders[index]) in source.kept:
+                    scores.append(psnr(frame.to_ndarray(format="rgb24"), source.kept[(episode, renders[index])]))
     return {"files": len(files), "bytes": sum(p.stat().st_size for p in files), "frames_decoded": decoded_total,
             "psnr_mean": float(np.mean(scores)) if scores else None, "psnr_min": float(np.min(scores)) if scores else None}
 
