@@ -101,10 +101,12 @@ def encode_costs(content: Content, frames: int = 40) -> list[dict[str, Any]]:
         best = None
         for _ in range(2):
             path = os.path.join(folder, f"cost.{fmt}")
+            if os.path.exists(path):
+                os.remove(path)  # else the encoder would write cost-1.mp4 (names are never reused)
             if kind == "before":  # the previous default: x264 veryfast with its B-frames and lookahead
                 result = _encode_before(path, source, content.height, content.width)
             else:
-                encoder = VideoFileEncoder(path, content.height, content.width, VideoOptions(format=fmt), EncoderSetting(preset, 1))
+                encoder = VideoFileEncoder(path, content.height, content.width, VideoOptions(format=fmt), setting=EncoderSetting(preset, 1))
                 started = time.perf_counter()
                 for frame in source:
                     encoder.write(frame)

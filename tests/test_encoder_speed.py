@@ -106,7 +106,7 @@ def test_every_auto_step_switches_inside_one_playable_clip(tmp_path, fmt):
     steps = [EncoderSetting(preset, 1) for preset in AUTO_PRESETS[fmt]] + [EncoderSetting(AUTO_PRESETS[fmt][-1], 2)]
     frames = [pattern(t, 96, 128) for t in range(4 * len(steps))]
     path = tmp_path / f"clip.{fmt}"
-    encoder = VideoFileEncoder(str(path), 96, 128, VideoOptions(format=fmt), steps[0])
+    encoder = VideoFileEncoder(str(path), 96, 128, VideoOptions(format=fmt), setting=steps[0])
     for index, frame in enumerate(frames):
         if index % 4 == 0:
             assert encoder.switch(steps[index // 4])

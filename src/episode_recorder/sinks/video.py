@@ -6,6 +6,13 @@ a thread: a Python-heavy step loop starves an encoder thread of the GIL. A file 
 final name only when complete; if the training process dies, the encoder process finishes every
 open clip as ``<name>.partial.<format>`` so nothing captured is lost.
 
+Crash safety (see docs/reliability.md): the temporary ``.<name>.part`` is created exclusively and
+locked while it is written (a taken name becomes ``<stem>-1.<format>``); it is playable at every
+moment (fragmented MP4 with a fragment per second, WebM clusters and GIF frames flushed), and a
+finished MP4 is remuxed to an ordinary faststart file. The encoder runs in its own session and
+ignores SIGINT/SIGTERM/SIGHUP: its life is tied to its parent's, whose exit it notices at once.
+Rings are anonymous memory (``memfd``) handed over a Unix socket: nothing is left in /dev/shm.
+
     >>> import numpy as np, tempfile, os
     >>> folder = tempfile.mkdtemp()
     >>> encoder = VideoEncoderProcess()
@@ -31,18 +38,22 @@ open clip as ``<name>.partial.<format>`` so nothing captured is lost.
 from __future__ import annotations
 
 import collections
+import fcntl
 import logging
+import mmap
 import os
 import pickle
+import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from multiprocessing import shared_memory
 from typing import Any, Literal
 
 import numpy as np
@@ -125,6 +136,119 @@ def partial_path(path: str) -> str:
     return f"{stem}.partial{extension}"
 
 
+def temp_path_of(path: str) -> str:
+    """The hidden name a clip is written under until it is complete: ``ep.mp4`` -> ``.ep.mp4.part``."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.part")
+
+
+def numbered(path: str) -> Iterator[str]:
+    """``path``, then ``<stem>-1<ext>``, ``<stem>-2<ext>``, ...: the names tried when one is taken."""
+    yield path
+    stem, extension = os.path.splitext(path)
+    index = 1
+    while True:
+        yield f"{stem}-{index}{extension}"
+        index += 1
+
+
+def claim_path(path: str) -> tuple[str, int]:
+    """Reserve the first free name among :func:`numbered` ``(path)``; returns it and a lock on its file.
+
+    A name is free when neither it nor its temporary ``.<name>.part`` exists. The temporary file is
+    created exclusively (``O_EXCL``) before the final name is checked, so two recorders (threads,
+    processes) can never get the same name. The returned descriptor holds an ``flock`` on the
+    temporary file for as long as it is open: :func:`episode_recorder.recover.recover` skips locked
+    files. Close it (or hand it to the encoder) when the clip ends.
+
+        >>> import tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> first, lock = claim_path(os.path.join(folder, "ep.mp4"))
+        >>> second, lock_2 = claim_path(os.path.join(folder, "ep.mp4"))
+        >>> os.path.basename(first), os.path.basename(second)
+        ('ep.mp4', 'ep-1.mp4')
+    """
+    for candidate in numbered(path):
+        temp = temp_path_of(candidate)
+        try:
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            continue
+        if not os.path.lexists(candidate):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file we just created: never blocks
+            return candidate, fd
+        os.close(fd)
+        os.remove(temp)
+    raise AssertionError("unreachable")
+
+
+def lock_file(path: str) -> int:
+    """An ``flock``-ed descriptor of ``path`` (the encoder's mark that the file is being written)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def publish(temp: str, final: str) -> str:
+    """Move the complete file ``temp`` to the first free name among :func:`numbered` ``(final)``.
+
+    Never replaces an existing file (a hard link fails if the name is taken); returns the name used.
+    """
+    for candidate in numbered(final):
+        try:
+            os.link(temp, candidate)
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links
+            if os.path.lexists(candidate):
+                continue
+            os.replace(temp, candidate)
+            return candidate
+        os.remove(temp)
+        return candidate
+    raise AssertionError("unreachable")
+
+
+def remux(source: str, target: str, format: str) -> int:
+    """Copy the video packets of ``source`` into a new ``target`` file (no re-encoding); returns how many.
+
+    Reads as far as ``source`` is readable (a file cut short by a crash ends at its last whole
+    packet). MP4 targets are written "faststart" (index first) so browsers play them at once.
+    """
+    import av
+
+    options = {"movflags": "+faststart"} if format == "mp4" else {}
+    packets = 0
+    with av.open(source) as reader, av.open(target, "w", format=format, container_options=options) as writer:
+        (stream,) = reader.streams.video[:1] or [None]
+        if stream is None:
+            return 0
+        output = writer.add_stream_from_template(stream)
+        pending = None  # muxed one packet late: the last one of a cut-off GIF may be cut too
+        try:
+            for packet in reader.demux(stream):
+                if packet.is_corrupt:
+                    break
+                if packet.dts is None or packet.size == 0:
+                    continue
+                if pending is not None:
+                    writer.mux(pending)
+                    packets += 1
+                pending = packet
+                pending.stream = output
+        except (av.error.FFmpegError, EOFError):
+            pass  # the rest of the file was cut off
+        if pending is not None and (format != "gif" or _ends_with_gif_trailer(source)):
+            writer.mux(pending)
+            packets += 1
+    return packets
+
+
+def _ends_with_gif_trailer(path: str) -> bool:
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) == b";"
+
+
 class VideoFileEncoder:
     """Encodes RGB frames into one file, written under a hidden temporary name until ``close()``.
 
@@ -142,13 +266,22 @@ class VideoFileEncoder:
     """
 
     def __init__(
-        self, path: str, height: int, width: int, options: VideoOptions, setting: EncoderSetting | None = None
+        self,
+        path: str,
+        height: int,
+        width: int,
+        options: VideoOptions,
+        lock_fd: int | None = None,
+        setting: EncoderSetting | None = None,
     ) -> None:
         import av
         from av.video.reformatter import VideoReformatter
 
+        if lock_fd is None:  # not claimed yet: take the first free name (see claim_path)
+            path, lock_fd = claim_path(path)
         self.path = path
-        self.temp_path = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.part")
+        self.temp_path = temp_path_of(path)
+        self._lock_fd: int | None = lock_fd
         self.frames = 0
         self.encode_seconds = 0.0
         self.options = options
@@ -159,8 +292,14 @@ class VideoFileEncoder:
         self._reformatter = VideoReformatter()
         rate = Fraction(options.fps).limit_denominator(1001)
         self._time_base = 1 / rate
-        container_options = {"movflags": "+faststart"} if options.format == "mp4" else {}
-        self._container = av.open(self.temp_path, "w", format=options.format, options=container_options)
+        try:
+            self._container = av.open(
+                self.temp_path, "w", format=options.format, container_options=_playable_while_written(options)
+            )
+        except BaseException:
+            self._unlock()
+            os.remove(self.temp_path)
+            raise
         try:
             if options.format == "gif":
                 self._stream = self._container.add_stream("gif", rate=rate)
@@ -235,20 +374,43 @@ class VideoFileEncoder:
         """Finish an interrupted clip as a complete, playable ``<name>.partial.<format>``."""
         return self._finish(partial_path(self.path))
 
-    def abort(self) -> None:
-        """Drop the clip: nothing is left on disk."""
+    def abort(self, keep: bool = False) -> None:
+        """Drop the clip: nothing is left on disk (``keep``: leave the temporary file for ``recover``)."""
         try:
             self._container.close()
         except Exception:
             pass
-        if os.path.exists(self.temp_path):
+        if not keep and os.path.exists(self.temp_path):
             os.remove(self.temp_path)
+        self._unlock()
 
     def _finish(self, final_path: str) -> str:
         self._mux(None)
         self._container.close()
-        os.replace(self.temp_path, final_path)
-        return final_path
+        if self.options.format == "mp4":
+            self._faststart()
+        path = publish(self.temp_path, final_path)
+        self._unlock()
+        return path
+
+    def _faststart(self) -> None:
+        """Replace the fragmented temporary MP4 by an ordinary faststart one (a stream copy)."""
+        remuxed = self.temp_path + ".tmp"
+        try:
+            remux(self.temp_path, remuxed, "mp4")
+            lock = lock_file(remuxed)
+            os.replace(remuxed, self.temp_path)
+        except Exception:  # e.g. a full disk: the fragmented file is complete and plays as well
+            if os.path.exists(remuxed):
+                os.remove(remuxed)
+            return
+        self._unlock()
+        self._lock_fd = lock
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _yuv_frame(self, rgb: np.ndarray) -> Any:
         import av
@@ -269,6 +431,16 @@ class VideoFileEncoder:
         for packet in self._context.encode(frame):
             packet.stream = self._stream
             self._container.mux(packet)
+
+
+def _playable_while_written(options: VideoOptions) -> dict[str, str]:
+    """Muxer options that keep the file being written decodable up to about its last second."""
+    flushed = {"flush_packets": "1"}  # each finished fragment / cluster / frame goes to the OS at once
+    if options.format == "mp4":
+        return {**flushed, "movflags": "frag_keyframe+empty_moov+default_base_moof"}
+    if options.format == "webm":
+        return {**flushed, "cluster_time_limit": "1000"}
+    return flushed
 
 
 _CODECS = {"mp4": "libx264", "webm": "libvpx-vp9"}
@@ -299,6 +471,8 @@ def _configure(context: Any, options: VideoOptions, setting: EncoderSetting) -> 
         if options.format == "webm":
             settings["b"] = "0"  # constant quality
     context.options = settings
+    if options.format == "mp4":  # a keyframe, hence an MP4 fragment on disk, every second
+        context.gop_size = max(1, round(options.fps))
     # Slices rather than frames when "auto" adds threads: no extra frames to flush at the end.
     context.thread_type = "SLICE" if options.adaptive and options.format == "mp4" and setting.threads > 1 else "AUTO"
     context.thread_count = setting.threads
@@ -322,43 +496,50 @@ def _quantize(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Ring:
-    """A clip's frames in shared memory: ``slots`` frame buffers plus a 'taken' counter."""
+    """A clip's frames in anonymous shared memory: ``slots`` frame buffers plus a 'taken' counter.
 
-    def __init__(self, slots: int, height: int, width: int, name: str | None = None) -> None:
-        frame_bytes = height * width * 3
-        if name is None:
-            self.memory = shared_memory.SharedMemory(create=True, size=_HEADER_BYTES + slots * frame_bytes)
-        else:
-            self.memory = _attach_untracked(name)
-        self.taken = np.ndarray((1,), np.int64, self.memory.buf, 0)
-        self.frames = np.ndarray((slots, height, width, 3), np.uint8, self.memory.buf, _HEADER_BYTES)
+    The memory is a ``memfd`` (no name in /dev/shm, so nothing can outlive both processes); the
+    parent creates it and sends its descriptor to the encoder process, which maps it with ``fd``.
+    """
+
+    def __init__(self, slots: int, height: int, width: int, fd: int | None = None) -> None:
+        size = _HEADER_BYTES + slots * height * width * 3
+        self.fd = _anonymous_memory(size) if fd is None else fd
+        self.memory = mmap.mmap(self.fd, size)
+        self.taken = np.ndarray((1,), np.int64, self.memory, 0)
+        self.frames = np.ndarray((slots, height, width, 3), np.uint8, self.memory, _HEADER_BYTES)
         self.slots = slots
         self.written = 0
 
-    def release(self, unlink: bool) -> None:
+    def close_fd(self) -> None:
+        """Close the descriptor (the mapping stays): once the other side has its own copy."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def release(self) -> None:
         del self.taken, self.frames
         self.memory.close()
-        if unlink:
-            self.memory.unlink()
+        self.close_fd()
 
 
-def _attach_untracked(name: str) -> shared_memory.SharedMemory:
-    """Attach to the parent's segment without this process's resource tracker unlinking it on exit."""
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name=name, track=False)
-    from multiprocessing import resource_tracker
+def _anonymous_memory(size: int) -> int:
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("episode-recorder-ring", os.MFD_CLOEXEC)
+    else:  # no memfd (macOS): an already-unlinked temporary file
+        with tempfile.TemporaryFile(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as file:
+            fd = os.dup(file.fileno())
+    os.ftruncate(fd, size)
+    return fd
 
-    register = resource_tracker.register
-    resource_tracker.register = lambda *args, **kwargs: None
-    try:
-        return shared_memory.SharedMemory(name=name)
-    finally:
-        resource_tracker.register = register
+
+def encode_message(message: tuple[Any, ...]) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return struct.pack("<I", len(payload)) + payload
 
 
 def send_message(fd: int, message: tuple[Any, ...]) -> None:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    data = memoryview(struct.pack("<I", len(payload)) + payload)
+    data = memoryview(encode_message(message))
     while data:
         data = data[os.write(fd, data) :]
 
@@ -377,6 +558,22 @@ class EncoderProcessDied(RuntimeError):
     """The background encoder process exited while clips were being recorded."""
 
 
+class EncoderInheritedByFork(RuntimeError):
+    """This handle was inherited through ``fork()``: its encoder process belongs to the parent."""
+
+
+_handles: weakref.WeakSet[VideoEncoderProcess] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handle in list(_handles):
+        handle._detach_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class VideoEncoderProcess:
     """Parent-side handle of the encoder process; each clip gets a ring of ``queue_frames`` frames.
 
@@ -384,6 +581,12 @@ class VideoEncoderProcess:
     for the encoder (``when_full="wait"``, nothing lost) or skips the frame and returns False
     (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
     ``("saved", clip, path, frames, encoder_report)``, ``("aborted", clip)``, ``("failed", clip, error)``.
+
+    The process runs in its own session (signals sent to the job's process group do not reach it)
+    and ignores SIGINT/SIGTERM/SIGHUP; it ends when told to (:meth:`shutdown`) or when this process
+    goes away, after finishing open clips as ``<name>.partial.<format>``. In a ``fork()``-ed child
+    the handle lets go of the process at once (the parent keeps it) and every call raises
+    :class:`EncoderInheritedByFork`; ``Recorder`` then starts the child's own encoder.
     """
 
     def __init__(self, queue_frames: int = 16, when_full: WhenFull = "wait") -> None:
@@ -397,18 +600,26 @@ class VideoEncoderProcess:
         self._next_clip = 0
         self._results: collections.deque[tuple[Any, ...]] = collections.deque()
         self._arrived = threading.Condition()
-        command_read, self._command_fd = os.pipe()
+        self.forked = False
+        self._owner_pid = os.getpid()
+        self._commands, command_read = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._command_fd = self._commands.fileno()
         result_read, result_write = os.pipe()
+        self._result_fd = result_read
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "episode_recorder.sinks._video_worker", str(command_read), str(result_write)],
-            pass_fds=(command_read, result_write),
+            [
+                sys.executable, "-m", "episode_recorder.sinks._video_worker",
+                str(command_read.fileno()), str(result_write), str(self._owner_pid),
+            ],
+            pass_fds=(command_read.fileno(), result_write),
             stdin=subprocess.DEVNULL,
             env=env,
+            start_new_session=True,  # killpg / a terminal hangup of the job do not reach it
         )
-        os.close(command_read)
+        command_read.close()
         os.close(result_write)
         ready = threading.Event()
         self._reader = threading.Thread(
@@ -418,19 +629,35 @@ class VideoEncoderProcess:
             daemon=True,
         )
         self._reader.start()
-        self._finalizer = weakref.finalize(self, os.close, self._command_fd)
+        self._finalizer = weakref.finalize(self, self._commands.close)
+        _handles.add(self)
         # Wait for the process to finish its imports here, so that no step() waits for it later.
         while not ready.wait(0.05):
             self._check_alive()
 
-    def open(self, path: str, height: int, width: int, options: VideoOptions) -> int:
-        """Start a clip that will be saved at ``path``; returns its id."""
+    def open(self, path: str, height: int, width: int, options: VideoOptions, lock_fd: int | None = None) -> int:
+        """Start a clip saved at ``path`` (or the first free name after it, see :func:`claim_path`).
+
+        ``lock_fd``: ``path`` was claimed already with :func:`claim_path`, which returned this
+        descriptor; it is handed to the encoder process (and closed here). Returns the clip's id.
+        """
         self._check_alive()
+        if lock_fd is None:
+            path, lock_fd = claim_path(path)
         clip = self._next_clip
         self._next_clip += 1
-        ring = _Ring(self.queue_frames, height, width)
+        try:
+            ring = _Ring(self.queue_frames, height, width)
+        except BaseException:
+            os.close(lock_fd)
+            os.remove(temp_path_of(path))
+            raise
         self._rings[clip] = ring
-        self._send(("open", clip, ring.memory.name, ring.slots, height, width, path, asdict(options)))
+        try:
+            self._send(("open", clip, ring.slots, height, width, path, asdict(options)), fds=(ring.fd, lock_fd))
+        finally:
+            ring.close_fd()
+            os.close(lock_fd)
         return clip
 
     def write(self, clip: int, rgb: np.ndarray) -> bool:
@@ -461,6 +688,8 @@ class VideoEncoderProcess:
 
     def results(self) -> list[tuple[Any, ...]]:
         """Results that have arrived since the last call (never blocks)."""
+        if self.forked:
+            raise self._inherited()
         found = []
         while self._results:
             result = self._results.popleft()
@@ -492,9 +721,13 @@ class VideoEncoderProcess:
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stop the process once it has finished the clips it was given."""
+        if self.forked:  # the parent's process: not ours to stop
+            for clip in list(self._rings):
+                self._release(clip)
+            return
         if self._finalizer.alive:
             try:
-                send_message(self._command_fd, ("quit",))
+                self._send(("quit",))
             except OSError:
                 pass
             self._finalizer()
@@ -507,15 +740,41 @@ class VideoEncoderProcess:
         for clip in list(self._rings):
             self._release(clip)
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: tuple[Any, ...], fds: tuple[int, ...] = ()) -> None:
+        if self.forked:
+            raise self._inherited()
+        data = memoryview(encode_message(message))
         try:
-            send_message(self._command_fd, message)
-        except BrokenPipeError:
+            if fds:
+                data = data[socket.send_fds(self._commands, [data], list(fds)) :]
+            self._commands.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
             self._process.wait()
             self._check_alive()
             raise
 
+    def _inherited(self) -> EncoderInheritedByFork:
+        return EncoderInheritedByFork(
+            f"This video encoder was created by process {self._owner_pid}, before it forked this "
+            f"process ({os.getpid()}); its clips belong to that process. Create the wrapper in the "
+            "child (or use a Recorder, which starts the child's own encoder on first use)."
+        )
+
+    def _detach_after_fork(self) -> None:
+        """In a forked child: let go of the parent's encoder without touching it."""
+        self.forked = True
+        self._finalizer.detach()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (self._command_fd, self._result_fd):  # keep the numbers valid: their owners close them
+            try:
+                os.dup2(devnull, fd, inheritable=False)
+            except OSError:
+                pass
+        os.close(devnull)
+
     def _check_alive(self) -> None:
+        if self.forked:
+            raise self._inherited()
         code = self._process.poll()
         if code is not None:
             raise EncoderProcessDied(
@@ -526,7 +785,7 @@ class VideoEncoderProcess:
     def _release(self, clip: int) -> None:
         ring = self._rings.pop(clip, None)
         if ring is not None:
-            ring.release(unlink=True)
+            ring.release()
 
 
 def _read_results(
