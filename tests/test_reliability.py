@@ -428,3 +428,26 @@ def test_bad_torch_frames_are_caught_on_their_device():
         to_rgb(torch.full((4, 4, 3), float("nan")))
     with pytest.raises(ValueError, match="0-255 data"):
         to_rgb(torch.full((4, 4, 3), 200.0))
+
+
+def test_a_fork_after_a_recorder_closed_leaves_the_childs_descriptors_alone(tmp_path):
+    recorder = Recorder(tmp_path, VideoOptions(format="mp4"))
+    freed = recorder._encoder._command_fd
+    recorder.close()  # its descriptors are closed: their numbers go to the next files opened
+    pipes = [os.pipe()]
+    while freed not in pipes[-1] and len(pipes) < 100:
+        pipes.append(os.pipe())
+    read, write = pipes[-1]
+    assert freed in (read, write)  # the pipe reuses the number the encoder's socket had
+    os.write(write, b"ok")
+    pid = os.fork()
+    if pid == 0:  # e.g. an AsyncVectorEnv worker talking to its parent over a pipe
+        ok = False
+        try:
+            ok = os.read(read, 2) == b"ok" and os.write(write, b"ok") == 2
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and os.read(read, 2) == b"ok"
+    for fd in (fd for pipe in pipes for fd in pipe):
+        os.close(fd)

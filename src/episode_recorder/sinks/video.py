@@ -489,7 +489,7 @@ class VideoEncoderProcess:
         self._commands, command_read = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._command_fd = self._commands.fileno()
         result_read, result_write = os.pipe()
-        self._result_fd = result_read
+        self._result_fd = [result_read]  # emptied by the reader thread just before it closes it
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -508,7 +508,7 @@ class VideoEncoderProcess:
         ready = threading.Event()
         self._reader = threading.Thread(
             target=_read_results,
-            args=(result_read, self._results, self._arrived, self._process, ready),
+            args=(self._result_fd, self._results, self._arrived, self._process, ready),
             name="episode-recorder-results",
             daemon=True,
         )
@@ -645,14 +645,12 @@ class VideoEncoderProcess:
     def _detach_after_fork(self) -> None:
         """In a forked child: let go of the parent's encoder without touching it."""
         self.forked = True
-        self._finalizer.detach()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (self._command_fd, self._result_fd):  # keep the numbers valid: their owners close them
-            try:
-                os.dup2(devnull, fd, inheritable=False)
-            except OSError:
-                pass
-        os.close(devnull)
+        if self._finalizer.detach() is not None:  # still open (a closed one's number may be reused)
+            self._commands.close()
+        for fd in self._result_fd:  # its owner (the parent's reader thread) is not in this process
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, fd, inheritable=False)
+            os.close(devnull)
 
     def _check_alive(self) -> None:
         if self.forked:
@@ -671,15 +669,19 @@ class VideoEncoderProcess:
 
 
 def _read_results(
-    fd: int, results: collections.deque, arrived: threading.Condition, process: Any, ready: threading.Event
+    fds: list[int], results: collections.deque, arrived: threading.Condition, process: Any, ready: threading.Event
 ) -> None:
-    with os.fdopen(fd, "rb") as stream:
+    stream = os.fdopen(fds[0], "rb")
+    try:
         if read_message(stream) == ("ready",):
             ready.set()
         while (message := read_message(stream)) is not None:
             with arrived:
                 results.append(message)
                 arrived.notify_all()
+    finally:
+        fds.clear()  # first: a fork from now on must not touch the number
+        stream.close()
     process.wait()
     with arrived:
         if process.returncode != 0:
