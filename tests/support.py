@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +129,43 @@ def decode(path: str | Path) -> tuple[list[np.ndarray], str, float]:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
+
+
+def x264_settings(path: str | Path) -> str:
+    """The settings x264 wrote into an mp4's stream (its SEI message): 'cabac=1 ref=1 ... crf=23.0 ...'."""
+    match = re.search(rb"x264 - core .*? options: ([ -~]+)", Path(path).read_bytes())
+    assert match, f"no x264 settings in {path}"
+    return match.group(1).decode()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
+    """Wait until ``condition()`` is true, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+@contextlib.contextmanager
+def encoder_stopped(recorder: Any, timeout: float = 30.0) -> Iterator[None]:
+    """A Recorder's encoder process frozen (SIGSTOP): it takes no frame until the block ends.
+
+    A watchdog resumes it after ``timeout`` seconds and fails the test, so that code which waits
+    for the encoder fails instead of hanging.
+    """
+    pid = recorder._encoder._process.pid
+    fired = threading.Event()
+
+    def resume() -> None:
+        fired.set()
+        os.kill(pid, signal.SIGCONT)
+
+    watchdog = threading.Timer(timeout, resume)
+    os.kill(pid, signal.SIGSTOP)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+        os.kill(pid, signal.SIGCONT)
+    assert not fired.is_set(), f"the code under test waited {timeout} s for a frozen encoder"

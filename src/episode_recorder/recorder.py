@@ -22,7 +22,9 @@ writing) gets the next free ``<stem>-1.<format>``, ``<stem>-2.<format>``, ... (s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -30,9 +32,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from episode_recorder.frames import to_rgb
+from episode_recorder.keep import KeepPolicy, Retention
 from episode_recorder.sinks.video import EncoderProcessDied, VideoEncoderProcess, VideoOptions, WhenFull, claim_path
 
-ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed"]
+ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed", "deleted"]  # deleted: by keep=
+
+logger = logging.getLogger("episode_recorder")
 
 
 @dataclass(eq=False)  # a clip is one file in the making: compared by identity
@@ -83,7 +88,9 @@ class Recorder:
 
     ``when_full="wait"`` (default) makes ``add`` wait for the encoder when ``queue_frames`` frames
     of a clip are pending, so nothing is lost; ``"drop"`` skips the frame instead and counts it in
-    ``Clip.dropped_frames``. ``on_saved(clip)`` runs on the caller's thread once a file is complete.
+    ``Clip.dropped_frames``. ``on_saved(clip)`` runs on the caller's thread once a file is complete;
+    then ``keep`` (see :mod:`episode_recorder.keep`) deletes the clips it no longer keeps, with
+    their ``.json`` sidecars. Each saved file is logged at INFO on the ``episode_recorder`` logger.
 
     Errors: an encoder error or an exception from ``on_saved`` is raised once, at the next call,
     after every result that arrived has been booked (later calls keep working); an ``OSError``
@@ -100,11 +107,14 @@ class Recorder:
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         on_saved: Callable[[Clip], None] | None = None,
+        keep: KeepPolicy | None = None,
     ) -> None:
         self.folder = os.path.abspath(os.fspath(folder))
         os.makedirs(self.folder, exist_ok=True)
+        check_writable(self.folder)
         self.options = options
         self.on_saved = on_saved
+        self.retention = None if keep is None else Retention(keep)
         self.clips: list[Clip] = []
         self._encoder = VideoEncoderProcess(queue_frames, when_full)
         self._unfinished: dict[int, Clip] = {}  # clips whose result has not arrived yet
@@ -216,6 +226,7 @@ class Recorder:
             clip = self._unfinished.pop(result[1])
             if kind == "saved":
                 clip.status, clip.path, clip.name = "saved", result[2], os.path.basename(result[2])
+                log_saved(clip)
                 saved.append(clip)
             elif kind == "aborted":
                 clip.status = "discarded"
@@ -238,13 +249,15 @@ class Recorder:
                 ),
             )
         for clip in saved:
-            if self.on_saved is None:
-                continue
             try:
-                self.on_saved(clip)
+                if self.on_saved is not None:
+                    self.on_saved(clip)
             except Exception as error:
                 error.add_note(f"in on_saved for {clip.path} (the video itself is saved)")
                 errors.append(error)
+            if self.retention is not None:
+                for old in self.retention.add(clip):
+                    delete_clip(old)
         if errors:
             for other in errors[1:]:
                 errors[0].add_note(f"also: {type(other).__name__}: {other}")
@@ -277,6 +290,38 @@ def write_sidecar(path: str | os.PathLike[str], info: dict[str, Any]) -> str:
         if temp is not None and os.path.exists(temp):
             os.remove(temp)
     return path
+
+
+def log_saved(clip: Clip) -> None:
+    """One INFO line per saved file; a WARNING when frames were dropped (``when_full="drop"``)."""
+    logger.info("saved %s (%d frames, %.2f s of video)", clip.path, clip.frames, clip.frames / clip.fps)
+    if clip.dropped_frames:
+        logger.warning(
+            "%s: %d frames were dropped because the encoder fell behind (when_full='drop')",
+            clip.path,
+            clip.dropped_frames,
+        )
+
+
+def delete_clip(clip: Clip) -> None:
+    """Delete a saved clip's file and its ``.json`` sidecar (the keep= policy decided against it)."""
+    for path in (clip.path, os.path.splitext(clip.path)[0] + ".json"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    clip.status = "deleted"
+    logger.info("deleted %s (not kept by keep=)", clip.path)
+
+
+def check_writable(folder: str) -> None:
+    """Raise now, naming ``folder``, if files cannot be created in it (read-only, no permission)."""
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".episode-recorder-probe-", dir=folder)
+        os.close(descriptor)
+        os.remove(probe)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"Cannot write videos into {folder}: {error.strerror}. Pass a writable folder", folder
+        ) from error
 
 
 class Segment:
@@ -332,8 +377,13 @@ class Segment:
         end_step: int | None = None,
         episode_return: float | None = None,
         episode_length: int | None = None,
+        wait: bool = False,
     ) -> list[Clip]:
-        """Finish the segment's clips (discarding those with fewer than ``min_frames`` frames)."""
+        """Finish the segment's clips (discarding those with fewer than ``min_frames`` frames).
+
+        With ``wait`` it returns once every file is complete under its final name (the encoder
+        only has the frames still queued to finish); otherwise the files complete in the background.
+        """
         recorder = self.recorder
         recorder._own_encoder()
         if self in recorder._segments:
@@ -352,5 +402,9 @@ class Segment:
                 recorder._encoder.abort(clip_id)
                 clip.status = "discarded"
         self._clip_ids = {}
-        recorder.poll()
+        finishing = [clip for clip in self.clips.values() if clip.status == "encoding"]
+        if wait and finishing:
+            recorder.wait(finishing)
+        else:
+            recorder.poll()
         return [clip for clip in self.clips.values() if clip.status in ("encoding", "saved")]

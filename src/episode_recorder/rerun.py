@@ -1,13 +1,19 @@
 """``LogRerun``: record episodes of a Gymnasium env to Rerun — 3D scene, scalars and camera frames.
 
 Everything per step is buffered in numpy and sent with ``rr.send_columns`` every ``flush_every``
-frames and when a recording stops; static geometry is logged once.
+frames or ``flush_seconds``, when a recording stops, and at interpreter exit; static geometry is
+logged once.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import sys
+import time
+import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, SupportsFloat
 
@@ -112,7 +118,13 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     and renders ``rgb_array``; True: always, JPEG-compressed), ``jpeg_quality``,
     ``log_observations``, ``flush_every`` (frames buffered between ``send_columns``), ``blueprint``
     (send the default blueprint: 3D view, time series, camera), ``scene`` (a custom
-    :class:`~episode_recorder.scenes.SceneSource`).
+    :class:`~episode_recorder.scenes.SceneSource`), ``flush_seconds`` (buffered frames are also
+    sent once they are this old).
+
+    Nothing buffered is lost when ``close()`` is forgotten: an uncaught exception or the end of
+    the script sends it at interpreter exit (and completes a ``save_path`` file). A SIGTERM or
+    SIGKILL leaves everything sent up to ``flush_seconds`` before it (the file has no footer;
+    Rerun's viewer and ``RrdReader`` still read it).
     """
 
     def __init__(
@@ -131,6 +143,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         flush_every: int = 500,
         blueprint: bool = True,
         scene: SceneSource | None = None,
+        flush_seconds: float = 1.0,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -144,6 +157,8 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(f"recording_length must be >= 0 (0 = whole episodes), received {recording_length}")
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, received {flush_every}")
+        if not flush_seconds > 0:
+            raise ValueError(f"flush_seconds must be > 0, received {flush_seconds}")
         self.logged_envs = [logged_envs] if isinstance(logged_envs, int) else list(logged_envs)
         # Check the input before resolve_stream creates a file.
         has_scene = scene is not None or is_mujoco_env(env) or is_isaaclab_env(env)
@@ -179,6 +194,8 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.jpeg_quality = jpeg_quality
         self.log_observations = log_observations
         self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
         self.step_duration = _step_duration(env)
         self._batched = num_envs is not None
 
@@ -202,6 +219,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._scene_frames: list[int] = []  # frames whose scene poses are buffered in self.scene
         if blueprint:
             self.recording_stream.send_blueprint(self.default_blueprint())
+        _finish_at_exit(self)
 
     # -- recording lifecycle -------------------------------------------------------------------
 
@@ -246,13 +264,18 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         and stays yours to disconnect.
         """
         try:
-            self.stop_recording()
-            if self._owns_stream:
-                self.recording_stream.disconnect()
-            else:
-                self.recording_stream.flush()
+            self._finish()
         finally:
             super().close()
+
+    def _finish(self) -> None:
+        """Send what is buffered and complete (own stream) or flush (a stream passed in) the recording."""
+        _unfinished.discard(self)
+        self.stop_recording()
+        if self._owns_stream:
+            self.recording_stream.disconnect()
+        else:
+            self.recording_stream.flush()
 
     # -- env API -------------------------------------------------------------------------------
 
@@ -337,7 +360,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._episodes_changed = False
         self._rows.append(row)
         self._recorded_frames += 1
-        if len(self._rows) >= self.flush_every:
+        if len(self._rows) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
             self._flush()
         if self._recorded_frames > self.recording_length:
             self.stop_recording()
@@ -366,6 +389,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def _flush(self) -> None:
         """``send_columns`` every buffer of the running recording, then clear them."""
         rr = require("rerun", "rerun", "Logging to Rerun")
+        self._last_flush = time.monotonic()
         rows, self._rows = self._rows, []
         scene_frames, self._scene_frames = self._scene_frames, []
         stream = self.recording_stream
@@ -402,3 +426,29 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             views.append(rrb.Spatial2DView(origin=f"/{CAMERA_ENTITY}", name="camera"))
         views.append(rrb.TimeSeriesView(origin=f"/{SCALARS_ROOT}", name="scalars"))
         return rrb.Blueprint(rrb.Horizontal(*views), collapse_panels=False)
+
+
+_unfinished: weakref.WeakSet[LogRerun] = weakref.WeakSet()  # loggers whose close() has not run yet
+_exit_hook_registered = False
+
+
+def _finish_at_exit(logger: LogRerun) -> None:
+    """Send ``logger``'s buffer at interpreter exit if ``close()`` never ran.
+
+    Registered after ``rerun`` is imported, so it runs before rerun's own exit hook (atexit runs
+    hooks last-in, first-out) while the stream can still write.
+    """
+    global _exit_hook_registered
+    _unfinished.add(logger)
+    if not _exit_hook_registered:
+        atexit.register(_finish_unfinished)
+        _exit_hook_registered = True
+
+
+def _finish_unfinished() -> None:
+    for logger in list(_unfinished):
+        try:
+            logger._finish()
+        except Exception:  # at exit no caller is left to raise to: say so, and finish the others
+            print(f"episode-recorder: could not finish the Rerun recording of {logger}:", file=sys.stderr)
+            traceback.print_exc()

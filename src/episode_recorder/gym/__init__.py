@@ -5,7 +5,8 @@ Same constructor arguments, defaults, triggers, attributes and file names as Gym
 process as they are captured instead of piling up in memory until moviepy encodes them while
 training waits, and every captured frame is in the file. Extras are keyword arguments:
 ``format`` ("mp4", "webm", "gif"), ``crf`` / ``preset`` / ``bitrate``, ``on_video_saved(path, info)``,
-``sidecar`` (a ``.json`` next to each video) and ``queue_frames`` / ``when_full``.
+``sidecar`` (a ``.json`` next to each video), ``queue_frames`` / ``when_full`` and
+``finish_in_background``.
 
     >>> import gymnasium as gym, tempfile, os
     >>> from episode_recorder.gym import RecordVideo
@@ -24,15 +25,15 @@ training waits, and every captured frame is in the file. Extras are keyword argu
 from __future__ import annotations
 
 import gc
-import json
 import os
 from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
-from episode_recorder.recorder import Clip, Recorder, Segment
+from episode_recorder.keep import KeepPolicy
+from episode_recorder.recorder import Clip, Recorder, Segment, write_sidecar
 from episode_recorder.sinks.video import VideoOptions, WhenFull
-from episode_recorder.sinks.wandb import log_clip_to_wandb, require_wandb
+from episode_recorder.sinks.wandb import active_run, log_clip_to_wandb
 from episode_recorder.triggers import capped_cubic_video_schedule
 
 gym = require("gymnasium", "gym", "episode_recorder.gym")
@@ -53,18 +54,28 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     calls ``render()``. Differences: frames are encoded in a background process as they arrive,
     every captured frame is in the file, mp4 is yuv420p (plays in browsers), and
     ``recorded_frames`` is the number of frames of the current recording (not a list of them).
+    As with Gymnasium, a video is complete under its name when the call that ends its recording
+    (``stop_recording()``, the ``reset()`` or ``step()`` that ends it, ``close()``) returns.
 
     Extras: ``format`` ("mp4", "webm", "gif"), ``crf``, ``preset``, ``bitrate`` (see
     :class:`~episode_recorder.sinks.video.VideoOptions`), ``on_video_saved(path, info)`` called on
     this thread once per finished file with its metadata (see ``Clip.metadata``), ``sidecar``
     (write that metadata as ``{video name}.json``), ``queue_frames`` and ``when_full`` ("wait":
-    never lose a frame; "drop": never wait for the encoder). Files are complete under their
-    names a few frames after a recording stops; ``close()`` waits for all of them.
+    never lose a frame; "drop": never wait for the encoder), ``keep`` (which finished clips stay
+    on disk, e.g. ``Keep(best=3, worst=3)``, see :mod:`episode_recorder.keep`; callbacks, sidecars
+    and W&B see every clip first), ``finish_in_background`` (True:
+    the call that ends a recording returns at once and the file completes a few frames later;
+    ``close()`` still waits for every file).
 
         >>> import gymnasium as gym
         >>> env = gym.make("CartPole-v1", render_mode="rgb_array")
         >>> env = RecordVideo(env, "videos", episode_trigger=lambda e: e % 10 == 0,
-        ...                   on_video_saved=lambda path, info: print(path, info["frames"]))  # doctest: +SKIP
+        ...                   on_video_saved=lambda path, info: print(os.path.basename(path), info["frames"]))
+        >>> _ = env.reset(seed=0)
+        >>> for _ in range(5):
+        ...     _ = env.step(0)
+        >>> env.close()
+        rl-video-episode-0.mp4 6
     """
 
     def __init__(
@@ -88,6 +99,8 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
+        finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -107,9 +120,13 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
             queue_frames=queue_frames,
             when_full=when_full,
             wandb_log_key=wandb_log_key,
+            finish_in_background=finish_in_background,
+            keep=keep,
         )
         gym.Wrapper.__init__(self, env)
         check_render_mode(env.render_mode)
+        self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
+        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)
         if episode_trigger is None and step_trigger is None:
             episode_trigger = capped_cubic_video_schedule
 
@@ -117,8 +134,8 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.step_trigger = step_trigger
         self.disable_logger = disable_logger
         self.gc_trigger = gc_trigger
+        self.finish_in_background = finish_in_background
         self.video_folder = prepare_folder(video_folder)
-        self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
         self.name_prefix: str = name_prefix
         self._video_name: str | None = None
         self.video_length: int | float = video_length if video_length != 0 else float("inf")
@@ -128,9 +145,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.step_id = -1
         self.episode_id = -1
 
-        self.recorder: Recorder = start_recorder(
-            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
-        )
+        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
         self._segment: Segment | None = None
         self._recording_episode: int | None = None  # the episode an episode-triggered recording follows
         self._episode_return = 0.0
@@ -188,43 +203,48 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return render_out
 
     def close(self) -> None:
-        """Finish the current recording, wait for every file, then close the env."""
+        """Finish the current recording, wait for every file, stop the encoder, then close the env."""
         try:
             if self.recording:
                 self.stop_recording()
-            self.recorder.close()
         finally:
-            super().close()
+            try:
+                self.recorder.close()
+            finally:
+                super().close()
 
     def start_recording(self, video_name: str) -> None:
         """Start a recording named ``video_name`` (stopping the current one first)."""
         if self.recording:
             self.stop_recording()
-        self.recording = True
-        self._video_name = video_name
-        self._recording_episode = None
         self._segment = self.recorder.start(
             video_name, episode_id=self.episode_id, start_step=self.step_id + 1, fps=self.frames_per_sec or 30
         )
+        self.recording = True
+        self._video_name = video_name
+        self._recording_episode = None
 
     def stop_recording(self) -> None:
-        """Stop the current recording; its file is finished in the background."""
+        """Stop the current recording; its file is complete when this returns (see ``finish_in_background``)."""
         assert self.recording, "stop_recording was called, but no recording was started"
         segment, self._segment = self._segment, None
         if self.recorded_frames == 0:
             logger.warn("Ignored saving a video as there were zero frames to save.")
         known = self._recording_episode == self._stats_episode and self._episode_done
-        segment.stop(
-            end_step=self.step_id,
-            episode_return=self._episode_return if known else None,
-            episode_length=self._episode_length if known else None,
-        )
         self.recorded_frames = 0
         self.recording = False
         self._video_name = None
         self._recording_episode = None
-        if self.gc_trigger and self.gc_trigger(self.episode_id):
-            gc.collect()
+        try:  # the wrapper's state is already consistent if a sink (sidecar, callback, W&B) raises here
+            segment.stop(
+                end_step=self.step_id,
+                episode_return=self._episode_return if known else None,
+                episode_length=self._episode_length if known else None,
+                wait=not self.finish_in_background,
+            )
+        finally:
+            if self.gc_trigger and self.gc_trigger(self.episode_id):
+                gc.collect()
 
     def __del__(self) -> None:
         """Warn the user in case the last video wasn't saved."""
@@ -265,6 +285,13 @@ def check_render_mode(render_mode: str | None) -> None:
         )
 
 
+def video_options(format: str, fps: float | None, crf: int | None, preset: str | None, bitrate: int | None) -> VideoOptions:
+    """The wrapper's encoder settings, checked before anything is created on disk (``"MP4"`` is ``"mp4"``)."""
+    if not isinstance(format, str):
+        raise TypeError(f"format must be a string such as 'mp4', 'webm' or 'gif', received {format!r}.")
+    return VideoOptions(format=format.lower(), fps=fps or 30, crf=crf, preset=preset, bitrate=bitrate)
+
+
 def prepare_folder(video_folder: str) -> str:
     """Gymnasium's folder handling: absolute path, a warning when it exists, created."""
     folder = os.path.abspath(video_folder)
@@ -279,29 +306,23 @@ def prepare_folder(video_folder: str) -> str:
 
 def start_recorder(
     wrapper: Any,
-    format: str,
-    crf: int | None,
-    preset: str | None,
-    bitrate: int | None,
     on_video_saved: VideoSavedCallback | None,
     sidecar: bool,
     wandb_log_key: str | None,
     queue_frames: int,
     when_full: WhenFull,
+    keep: KeepPolicy | None = None,
 ) -> Recorder:
     """Set a RecordVideo wrapper's encoder attributes and start its recorder.
 
     Started with the wrapper, not at the first recording, so the process start (~0.2 s) never lands
     in a step. Sidecar, ``on_video_saved`` and W&B logging run as files complete.
     """
-    wrapper.video_options = VideoOptions(
-        format=format, fps=wrapper.frames_per_sec or 30, crf=crf, preset=preset, bitrate=bitrate
-    )
     wrapper.on_video_saved = on_video_saved
     wrapper.sidecar = sidecar
     wrapper.wandb_log_key = wandb_log_key
-    if wandb_log_key is not None:
-        require_wandb(f"{type(wrapper).__name__}(wandb_log_key=...)")
+    if wandb_log_key is not None:  # fail now, not when the first video is done
+        active_run(purpose=f"{type(wrapper).__name__}(wandb_log_key={wandb_log_key!r})")
     wrapper.queue_frames = queue_frames
     wrapper.when_full = when_full
 
@@ -309,8 +330,7 @@ def start_recorder(
         info = clip.metadata()
         if wrapper.sidecar:
             info["sidecar"] = os.path.splitext(clip.path)[0] + ".json"
-            with open(info["sidecar"], "w") as file:
-                json.dump(info, file, indent=2)
+            write_sidecar(info["sidecar"], info)
         if wrapper.on_video_saved is not None:
             wrapper.on_video_saved(clip.path, info)
         if wrapper.wandb_log_key is not None:
@@ -324,4 +344,5 @@ def start_recorder(
         queue_frames=wrapper.queue_frames,
         when_full=wrapper.when_full,
         on_saved=saved,
+        keep=keep,
     )

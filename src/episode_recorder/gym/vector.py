@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from episode_recorder.frames import to_rgb
-from episode_recorder.gym import VideoSavedCallback, check_render_mode, prepare_folder, start_recorder
+from episode_recorder.gym import VideoSavedCallback, check_render_mode, prepare_folder, start_recorder, video_options
+from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder, Segment
 from episode_recorder.sinks.video import WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -59,9 +60,20 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
 
     The other extras match :class:`episode_recorder.gym.RecordVideo`: ``format``, ``crf``,
     ``preset``, ``bitrate``, ``on_video_saved(path, info)``, ``sidecar``, ``queue_frames``,
-    ``when_full``. A wrapper that is not recording never calls ``render()``.
+    ``when_full``, ``wandb_log_key``, ``finish_in_background``, ``keep``. A video is complete under its name
+    when the call that ends its recording returns. A wrapper that is not recording never calls
+    ``render()``.
 
-        >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True)   # doctest: +SKIP
+        >>> import gymnasium as gym, os
+        >>> envs = gym.make_vec("CartPole-v1", num_envs=2, render_mode="rgb_array")
+        >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True, video_length=4,
+        ...                    step_trigger=lambda step: step == 0)
+        >>> _ = envs.reset(seed=0)
+        >>> for _ in range(6):
+        ...     _ = envs.step(envs.action_space.sample())
+        >>> envs.close()
+        >>> [(os.path.basename(clip.path), clip.frames) for clip in envs.recorder.clips]
+        [('rl-video-env-0-step-0.mp4', 5), ('rl-video-env-1-step-0.mp4', 5)]
     """
 
     def __init__(
@@ -89,6 +101,8 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
+        finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
     ) -> None:
         VectorWrapper.__init__(self, env)
         gym.utils.RecordConstructorArgs.__init__(
@@ -101,6 +115,9 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             disable_logger=disable_logger,
         )
         check_render_mode(env.render_mode)
+        self.env_indices = _check_env_indices(env_indices, self.num_envs)
+        self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
+        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)
         if episode_trigger is None and step_trigger is None:
             episode_trigger = capped_cubic_video_schedule
         autoreset_mode = env.metadata.get("autoreset_mode", None)
@@ -126,8 +143,8 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.pad_grid = pad_grid
         self.frame_cols = -1
         self.frame_rows = -1
+        self.finish_in_background = finish_in_background
         self.video_folder = prepare_folder(video_folder)
-        self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
         self.name_prefix = name_prefix
         self._video_name: str | None = None
         self.video_length: int | float = video_length if video_length != 0 else float("inf")
@@ -137,17 +154,9 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.step_id = -1
         self.episode_id = -1
 
-        self.recorder: Recorder = start_recorder(
-            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
-        )
+        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
         self._segment: Segment | None = None
         self._grid: np.ndarray | None = None
-
-        self.env_indices = None if env_indices is None else [int(i) for i in env_indices]
-        if self.env_indices is not None:
-            bad = [i for i in self.env_indices if not 0 <= i < self.num_envs]
-            if bad or len(set(self.env_indices)) != len(self.env_indices):
-                raise ValueError(f"env_indices must be distinct indices below num_envs={self.num_envs}, received {env_indices}.")
         chosen = self.env_indices or []
         self.env_episode_ids = {i: -1 for i in chosen}  # each chosen env's episode counter
         self._env = {i: _EnvRecording() for i in chosen}
@@ -207,38 +216,42 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         return render_out
 
     def close(self, **kwargs: Any) -> None:
-        """Finish the recordings, wait for every file, then close the envs."""
+        """Finish the recordings, wait for every file, stop the encoder, then close the envs."""
         try:
             if self.recording:
                 self.stop_recording()
             for index in self._env:
                 self._stop_env(index)
-            self.recorder.close()
         finally:
-            super().close(**kwargs)
+            try:
+                self.recorder.close()
+            finally:
+                super().close(**kwargs)
 
     def start_recording(self, video_name: str) -> None:
         """Start an overview recording named ``video_name`` (stopping the current one first)."""
         if self.recording:
             self.stop_recording()
-        self.recording = True
-        self._video_name = video_name
         self._segment = self.recorder.start(
             video_name, episode_id=self.episode_id, start_step=self.step_id + 1, fps=self.frames_per_sec or 30
         )
+        self.recording = True
+        self._video_name = video_name
 
     def stop_recording(self) -> None:
-        """Stop the current overview recording; its file is finished in the background."""
+        """Stop the current overview recording; its file is complete when this returns."""
         assert self.recording, "stop_recording was called, but no recording was started"
         if self.recorded_frames == 0:
             logger.warn("Ignored saving a video as there were zero frames to save.")
         segment, self._segment = self._segment, None
-        segment.stop(end_step=self.step_id)
         self.recorded_frames = 0
         self.recording = False
         self._video_name = None
-        if self.gc_trigger and self.gc_trigger(self.episode_id):
-            gc.collect()
+        try:  # the wrapper's state is already consistent if a sink raises here
+            segment.stop(end_step=self.step_id, wait=not self.finish_in_background)
+        finally:
+            if self.gc_trigger and self.gc_trigger(self.episode_id):
+                gc.collect()
 
     def __del__(self) -> None:
         """Warn the user in case the last video wasn't saved."""
@@ -363,6 +376,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             end_step=env.last_step,
             episode_return=None if summary is None else summary[0],
             episode_length=None if summary is None else summary[1],
+            wait=not self.finish_in_background,
         )
 
 
@@ -378,6 +392,21 @@ class _EnvRecording:
         self.last_step = -1  # the step id of the last frame recorded (a reset's frame: the next step's)
         self.episode_return = 0.0
         self.episode_length = 0
+
+
+def _check_env_indices(env_indices: Any, num_envs: int) -> list[int] | None:
+    """``env_indices`` as a list of distinct sub-env indices below ``num_envs`` (or None), else a clear error."""
+    if env_indices is None:
+        return None
+    if isinstance(env_indices, (int, np.integer)) or not isinstance(env_indices, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"env_indices must be a list of sub-env indices, e.g. env_indices=[{env_indices!r}], "
+            f"received {env_indices!r} of type {type(env_indices).__name__}."
+        )
+    indices = [int(i) for i in env_indices]
+    if any(not 0 <= i < num_envs for i in indices) or len(set(indices)) != len(indices):
+        raise ValueError(f"env_indices must be distinct indices below num_envs={num_envs}, received {list(env_indices)}.")
+    return indices
 
 
 def grid_shape(n: int, height: int, width: int, aspect: tuple[int, int] = (1, 1), pad: bool = False) -> tuple[int, int]:
