@@ -154,7 +154,7 @@ def test_inspect_reports_complete_and_cut_files(tmp_path, capsys) -> None:
 def test_recover_is_listed_and_dispatched_only_when_installed(tmp_path, capsys, monkeypatch) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
-    listed = "recover" in capsys.readouterr().out.split("COMMAND")[1]
+    listed = "recover" in capsys.readouterr().out.split("COMMAND")[2]  # the list of commands
     assert listed == (importlib.util.find_spec("episode_recorder.recover") is not None)
     calls = []
     module = types.ModuleType("episode_recorder.recover")

@@ -186,11 +186,12 @@ def remux(source: str, target: str, format: str, complete: bool = True) -> int:
     """
     import av
 
-    try:
-        av.open(source).close()
-    except av.error.FFmpegError:
-        if format != "mp4" or complete or not _truncate_to_whole_boxes(source):
-            raise
+    if not complete and format == "mp4":
+        try:
+            av.open(source).close()
+        except av.error.FFmpegError:
+            if not _truncate_to_whole_boxes(source):
+                raise
     options = {"movflags": "+faststart"} if format == "mp4" else {}
     packets = 0
     with av.open(source) as reader, av.open(target, "w", format=format, container_options=options) as writer:
