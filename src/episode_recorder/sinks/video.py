@@ -217,9 +217,7 @@ def remux(source: str, target: str, format: str, complete: bool = True) -> int:
                     del held[: len(ready)]
         except (av.error.FFmpegError, EOFError):
             pass  # the rest of the file was cut off
-        if not complete and format == "gif" and not _ends_with_gif_trailer(source):
-            held = held[:-1]  # the last frame may be cut short
-        if complete or format == "gif":
+        if complete or (format == "gif" and _ends_with_gif_trailer(source)):  # else the tail may be cut
             for item in held:
                 writer.mux(item)
             packets += len(held)
