@@ -231,9 +231,10 @@ def test_rings_are_anonymous_memory_so_no_crash_can_leave_a_dev_shm_segment(tmp_
         for segment in segments:
             segment.add(pattern(t, H, W))
     encoder_took_every_frame(recorder)
-    for pid in (os.getpid(), recorder._encoder._process.pid):  # memfd: no name anywhere, freed with the last user
-        mapped = shared_mappings(pid)
-        assert mapped == ["/memfd:episode-recorder-ring (deleted)"], mapped
+    # memfd: no name anywhere, freed with its last user (this process may map other libraries' segments)
+    assert shared_mappings(recorder._encoder._process.pid) == ["/memfd:episode-recorder-ring (deleted)"]
+    mapped = shared_mappings(os.getpid())
+    assert "/memfd:episode-recorder-ring (deleted)" in mapped and not [m for m in mapped if "/dev/shm/psm_" in m]
     for segment in segments:
         segment.stop()
     recorder.close()
