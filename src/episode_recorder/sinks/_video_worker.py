@@ -52,6 +52,7 @@ class _Commands:
         self.socket = socket.socket(fileno=command_fd)
         self.parent_pid = parent_pid
         self.buffer = bytearray()
+        self.start = 0  # where the next message begins in ``buffer``
         self.fds: list[int] = []  # received with "open" messages, in order
         self.ended = False
         try:
@@ -61,14 +62,16 @@ class _Commands:
 
     def next(self) -> tuple[Any, ...] | None:
         while True:
-            if len(self.buffer) >= 4:
-                (size,) = struct.unpack_from("<I", self.buffer)
-                if len(self.buffer) >= 4 + size:
-                    message = pickle.loads(self.buffer[4 : 4 + size])
-                    del self.buffer[: 4 + size]
-                    return message
+            start = self.start
+            if len(self.buffer) - start >= 4:
+                (size,) = struct.unpack_from("<I", self.buffer, start)
+                if len(self.buffer) - start >= 4 + size:
+                    self.start = start + 4 + size
+                    return pickle.loads(memoryview(self.buffer)[start + 4 : self.start])
             if self.ended:
                 return None
+            del self.buffer[:start]  # everything before ``start`` has been read
+            self.start = 0
             watched = [self.socket] if self.parent is None else [self.socket, self.parent]
             ready, _, _ = select.select(watched, [], [], 1.0 if self.parent is None else None)
             if self.socket in ready:

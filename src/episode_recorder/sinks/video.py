@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import heapq
 import logging
 import mmap
 import os
@@ -208,14 +209,23 @@ def publish(temp: str, final: str) -> str:
     raise AssertionError("unreachable")
 
 
-def remux(source: str, target: str, format: str) -> int:
+def remux(source: str, target: str, format: str, complete: bool = True) -> int:
     """Copy the video packets of ``source`` into a new ``target`` file (no re-encoding); returns how many.
 
-    Reads as far as ``source`` is readable (a file cut short by a crash ends at its last whole
-    packet). MP4 targets are written "faststart" (index first) so browsers play them at once.
+    ``complete=False``: ``source`` may have been cut short by a crash. It is read as far as it is
+    readable (an MP4 cut inside a fragment is first truncated to its last whole fragment), and
+    the copy ends at a frame that every frame shown before it is there: the last B-frames of a
+    cut-off MP4 and a cut-off GIF's last frame, which may be incomplete, are left out. MP4
+    targets are written "faststart" (index first) so browsers play them at once.
     """
     import av
 
+    if not complete and format == "mp4":
+        try:
+            av.open(source).close()
+        except av.error.FFmpegError:
+            if not _truncate_to_whole_boxes(source):
+                raise
     options = {"movflags": "+faststart"} if format == "mp4" else {}
     packets = 0
     with av.open(source) as reader, av.open(target, "w", format=format, container_options=options) as writer:
@@ -223,24 +233,73 @@ def remux(source: str, target: str, format: str) -> int:
         if stream is None:
             return 0
         output = writer.add_stream_from_template(stream)
-        pending = None  # muxed one packet late: the last one of a cut-off GIF may be cut too
+        held: list[Any] = []  # read, not muxed yet: a frame shown before them may still be missing
+        shown = _ShownWithoutGaps()
         try:
             for packet in reader.demux(stream):
                 if packet.is_corrupt:
                     break
                 if packet.dts is None or packet.size == 0:
                     continue
-                if pending is not None:
-                    writer.mux(pending)
-                    packets += 1
-                pending = packet
-                pending.stream = output
+                packet.stream = output
+                held.append(packet)
+                if format == "gif" or shown.add(packet.pts, packet.duration):
+                    ready = held[:-1] if format == "gif" else held  # a GIF's newest frame may be cut short
+                    for item in ready:
+                        writer.mux(item)
+                    packets += len(ready)
+                    del held[: len(ready)]
         except (av.error.FFmpegError, EOFError):
             pass  # the rest of the file was cut off
-        if pending is not None and (format != "gif" or _ends_with_gif_trailer(source)):
-            writer.mux(pending)
-            packets += 1
+        if complete or (format == "gif" and _ends_with_gif_trailer(source)):  # else the tail may be cut
+            for item in held:
+                writer.mux(item)
+            packets += len(held)
     return packets
+
+
+class _ShownWithoutGaps:
+    """Whether the frames read so far are all the frames shown up to the latest of them.
+
+    Packets come in decode order; with B-frames a frame is read before frames shown earlier, so
+    a stream cut there lacks frames in the middle. ``add`` says when there is no such gap.
+    """
+
+    def __init__(self) -> None:
+        self.complete_until: float | None = None  # every frame shown up to this time has been read
+        self.ahead: list[int] = []  # times read beyond it (a heap)
+        self.step = 0
+
+    def add(self, pts: int | None, duration: int | None) -> bool:
+        if pts is None:
+            return True
+        self.step = self.step or duration or 0
+        if self.complete_until is None:
+            self.complete_until = pts - self.step
+        heapq.heappush(self.ahead, pts)
+        while self.ahead and self.ahead[0] <= self.complete_until + 1.5 * self.step:
+            self.complete_until = max(self.complete_until, heapq.heappop(self.ahead))
+        return not self.ahead or not self.step
+
+
+def _truncate_to_whole_boxes(path: str) -> bool:
+    """Cut an MP4 after its last complete top-level box; False if nothing was cut."""
+    size = os.path.getsize(path)
+    end = 0
+    with open(path, "rb") as file:
+        while end + 8 <= size:
+            file.seek(end)
+            header = file.read(16)
+            (length,) = struct.unpack(">I", header[:4])
+            if length == 1 and len(header) == 16:
+                (length,) = struct.unpack(">Q", header[8:16])
+            if length < 8 or end + length > size:
+                break
+            end += length
+    if end in (0, size):
+        return False
+    os.truncate(path, end)
+    return True
 
 
 def _ends_with_gif_trailer(path: str) -> bool:
@@ -397,7 +456,7 @@ class VideoFileEncoder:
         """Replace the fragmented temporary MP4 by an ordinary faststart one (a stream copy)."""
         remuxed = self.temp_path + ".tmp"
         try:
-            remux(self.temp_path, remuxed, "mp4")
+            remux(self.temp_path, remuxed, "mp4", complete=True)
             lock = lock_file(remuxed)
             os.replace(remuxed, self.temp_path)
         except Exception:  # e.g. a full disk: the fragmented file is complete and plays as well
@@ -436,8 +495,8 @@ class VideoFileEncoder:
 def _playable_while_written(options: VideoOptions) -> dict[str, str]:
     """Muxer options that keep the file being written decodable up to about its last second."""
     flushed = {"flush_packets": "1"}  # each finished fragment / cluster / frame goes to the OS at once
-    if options.format == "mp4":
-        return {**flushed, "movflags": "frag_keyframe+empty_moov+default_base_moof"}
+    if options.format == "mp4":  # a fragment a second, whatever the keyframe interval (kept as it is)
+        return {**flushed, "movflags": "empty_moov+default_base_moof", "frag_duration": "1000000"}
     if options.format == "webm":
         return {**flushed, "cluster_time_limit": "1000"}
     return flushed
@@ -471,8 +530,6 @@ def _configure(context: Any, options: VideoOptions, setting: EncoderSetting) -> 
         if options.format == "webm":
             settings["b"] = "0"  # constant quality
     context.options = settings
-    if options.format == "mp4":  # a keyframe, hence an MP4 fragment on disk, every second
-        context.gop_size = max(1, round(options.fps))
     # Slices rather than frames when "auto" adds threads: no extra frames to flush at the end.
     context.thread_type = "SLICE" if options.adaptive and options.format == "mp4" and setting.threads > 1 else "AUTO"
     context.thread_count = setting.threads
@@ -605,7 +662,7 @@ class VideoEncoderProcess:
         self._commands, command_read = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._command_fd = self._commands.fileno()
         result_read, result_write = os.pipe()
-        self._result_fd = result_read
+        self._result_fd = [result_read]  # emptied by the reader thread just before it closes it
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -624,7 +681,7 @@ class VideoEncoderProcess:
         ready = threading.Event()
         self._reader = threading.Thread(
             target=_read_results,
-            args=(result_read, self._results, self._arrived, self._process, ready),
+            args=(self._result_fd, self._results, self._arrived, self._process, ready),
             name="episode-recorder-results",
             daemon=True,
         )
@@ -763,14 +820,12 @@ class VideoEncoderProcess:
     def _detach_after_fork(self) -> None:
         """In a forked child: let go of the parent's encoder without touching it."""
         self.forked = True
-        self._finalizer.detach()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (self._command_fd, self._result_fd):  # keep the numbers valid: their owners close them
-            try:
-                os.dup2(devnull, fd, inheritable=False)
-            except OSError:
-                pass
-        os.close(devnull)
+        if self._finalizer.detach() is not None:  # still open (a closed one's number may be reused)
+            self._commands.close()
+        for fd in self._result_fd:  # its owner (the parent's reader thread) is not in this process
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, fd, inheritable=False)
+            os.close(devnull)
 
     def _check_alive(self) -> None:
         if self.forked:
@@ -789,9 +844,10 @@ class VideoEncoderProcess:
 
 
 def _read_results(
-    fd: int, results: collections.deque, arrived: threading.Condition, process: Any, ready: threading.Event
+    fds: list[int], results: collections.deque, arrived: threading.Condition, process: Any, ready: threading.Event
 ) -> None:
-    with os.fdopen(fd, "rb") as stream:
+    stream = os.fdopen(fds[0], "rb")
+    try:
         if read_message(stream) == ("ready",):
             ready.set()
         while (message := read_message(stream)) is not None:
@@ -801,6 +857,9 @@ def _read_results(
             with arrived:
                 results.append(message)
                 arrived.notify_all()
+    finally:
+        fds.clear()  # first: a fork from now on must not touch the number
+        stream.close()
     process.wait()
     with arrived:
         if process.returncode != 0:
