@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.machinery
 import json
 import os
+import shutil
 import subprocess
 import sys
 import signal
 import time
-import types
 import warnings
 from pathlib import Path
 
+import av
 import gymnasium as gym
+import numpy as np
 import pytest
 
 from episode_recorder.cli import main
@@ -151,18 +152,36 @@ def test_inspect_reports_complete_and_cut_files(tmp_path, capsys) -> None:
     assert table[1].split()[1:] == [str(frames), "50", "600x400", "vp9", f"{frames / 50:.2f}", "s", "yes"]
 
 
-def test_recover_is_listed_and_dispatched_only_when_installed(tmp_path, capsys, monkeypatch) -> None:
-    with pytest.raises(SystemExit):
-        main(["--help"])
-    listed = "recover" in capsys.readouterr().out.split("COMMAND")[1]
-    assert listed == (importlib.util.find_spec("episode_recorder.recover") is not None)
-    calls = []
-    module = types.ModuleType("episode_recorder.recover")
-    module.__spec__ = importlib.machinery.ModuleSpec("episode_recorder.recover", None)
-    module.recover = lambda folder: calls.append(folder) or [f"{folder}/a.mp4"]
-    monkeypatch.setitem(sys.modules, "episode_recorder.recover", module)
-    assert main(["recover", str(tmp_path)]) == 0
-    assert calls == [str(tmp_path)] and capsys.readouterr().out == f"{tmp_path}/a.mp4\n"
+def test_recover_makes_what_a_crash_left_playable(tmp_path, capsys) -> None:
+    from episode_recorder.recorder import Recorder
+    from episode_recorder.sinks.video import VideoOptions
+
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    recorder = Recorder(tmp_path / "live", VideoOptions(format="mp4", fps=30))
+    segment = recorder.start("clip")
+    for t in range(90):
+        segment.add(np.full((48, 64, 3), t, np.uint8))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # what a power cut would leave: the .part as it is now
+        shutil.copy(tmp_path / "live" / ".clip.mp4.part", crashed / ".episode-0.mp4.part")
+        with av.open(str(crashed / ".episode-0.mp4.part")) as container:
+            if sum(1 for _ in container.decode(video=0)) >= 30:
+                break
+    segment.stop()
+    (clip,) = recorder.close()
+    shutil.copy(clip.path, crashed / "episode-1.partial.mp4")  # the encoder salvaged this one
+    capsys.readouterr()
+    assert main(["recover", str(crashed)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["remuxed", "renamed"]
+    assert sorted(os.listdir(crashed)) == ["episode-0.mp4", "episode-1.mp4"]
+    with av.open(str(crashed / "episode-1.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 90
+    with av.open(str(crashed / "episode-0.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) >= 30
+    assert main(["recover", str(crashed)]) == 0 and "nothing to recover" in capsys.readouterr().out
+    assert main(["recover", str(tmp_path / "missing")]) == 2
 
 
 def test_python_dash_m_and_library_logging_is_silent_unless_configured(tmp_path) -> None:

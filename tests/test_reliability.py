@@ -100,10 +100,12 @@ def test_the_file_being_written_plays_up_to_about_its_last_second(tmp_path, fmt)
     for t in range(120):  # 4 s at 30 fps
         segment.add(pattern(t, H, W))
     encoder_took_every_frame(recorder)
-    snapshot = tmp_path / "snapshot" / f"clip.{fmt}"
-    snapshot.parent.mkdir()
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
     shutil.copy(tmp_path / f".clip.{fmt}.part", snapshot)  # what a power cut would leave
-    on_disk = assert_frames(snapshot, 0)
+    assert len(decode(snapshot / f".clip.{fmt}.part")[0]) >= 120 - 30 - 15  # players play it as it is
+    (report,) = recover(snapshot)
+    on_disk = assert_frames(snapshot / f"clip.{fmt}", 0, report.frames)  # recover: every frame, in order
     assert on_disk >= 120 - 30 - 15, f"{on_disk} of 120 frames decodable while recording"
     segment.stop()
     (clip,) = recorder.close()
@@ -132,6 +134,29 @@ def test_sigkill_of_the_whole_job_leaves_a_part_that_recover_makes_playable(tmp_
     assert os.listdir(tmp_path) == [f"rl-video-episode-0.{fmt}"]
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "webm", "gif"])
+def test_a_part_cut_at_any_byte_recovers_to_the_first_frames_in_order(tmp_path, fmt):
+    """A power cut can stop a write anywhere: recover keeps every whole frame before the cut."""
+    recorder = Recorder(tmp_path / "run", VideoOptions(format=fmt, fps=30))
+    segment = recorder.start("clip")
+    for t in range(90):
+        segment.add(pattern(t, H, W))
+    encoder_took_every_frame(recorder)
+    data = (tmp_path / "run" / f".clip.{fmt}.part").read_bytes()
+    segment.stop()
+    recorder.close()
+    recovered = []
+    for fraction in (0.35, 0.5, 0.62, 0.8, 0.97):
+        folder = tmp_path / f"cut{fraction}"
+        folder.mkdir()
+        (folder / f".clip.{fmt}.part").write_bytes(data[: int(len(data) * fraction)])
+        (report,) = recover(folder)
+        assert report.action in ("remuxed", "removed"), report
+        if report.action == "remuxed":
+            recovered.append(assert_frames(Path(report.path), 0, report.frames))
+    assert len(recovered) >= 3 and recovered == sorted(recovered), recovered
+
+
 def test_recover_renames_partials_and_leaves_files_being_written_alone(tmp_path):
     recorder = Recorder(tmp_path, VideoOptions(format="mp4"))
     live = recorder.start("live")
@@ -147,6 +172,7 @@ def test_recover_renames_partials_and_leaves_files_being_written_alone(tmp_path)
     os.rename(clip.path, tmp_path / "ep.partial.mp4")
     report = {Path(item.source).name: item for item in recover(tmp_path)}
     assert report[".live.mp4.part"].action == "in use"
+    assert str(report["ep.partial.mp4"]) == "renamed ep.partial.mp4 -> ep.mp4 (7 frames)"
     assert report["old.partial.mp4"].action == "failed"
     assert (report["ep.partial.mp4"].action, report["ep.partial.mp4"].frames) == ("renamed", 7)
     assert_frames(tmp_path / "ep.mp4", 0, 7)
@@ -205,9 +231,10 @@ def test_rings_are_anonymous_memory_so_no_crash_can_leave_a_dev_shm_segment(tmp_
         for segment in segments:
             segment.add(pattern(t, H, W))
     encoder_took_every_frame(recorder)
-    for pid in (os.getpid(), recorder._encoder._process.pid):  # memfd: no name anywhere, freed with the last user
-        mapped = shared_mappings(pid)
-        assert mapped == ["/memfd:episode-recorder-ring (deleted)"], mapped
+    # memfd: no name anywhere, freed with its last user (this process may map other libraries' segments)
+    assert shared_mappings(recorder._encoder._process.pid) == ["/memfd:episode-recorder-ring (deleted)"]
+    mapped = shared_mappings(os.getpid())
+    assert "/memfd:episode-recorder-ring (deleted)" in mapped and not [m for m in mapped if "/dev/shm/psm_" in m]
     for segment in segments:
         segment.stop()
     recorder.close()
@@ -428,3 +455,26 @@ def test_bad_torch_frames_are_caught_on_their_device():
         to_rgb(torch.full((4, 4, 3), float("nan")))
     with pytest.raises(ValueError, match="0-255 data"):
         to_rgb(torch.full((4, 4, 3), 200.0))
+
+
+def test_a_fork_after_a_recorder_closed_leaves_the_childs_descriptors_alone(tmp_path):
+    recorder = Recorder(tmp_path, VideoOptions(format="mp4"))
+    freed = recorder._encoder._command_fd
+    recorder.close()  # its descriptors are closed: their numbers go to the next files opened
+    pipes = [os.pipe()]
+    while freed not in pipes[-1] and len(pipes) < 100:
+        pipes.append(os.pipe())
+    read, write = pipes[-1]
+    assert freed in (read, write)  # the pipe reuses the number the encoder's socket had
+    os.write(write, b"ok")
+    pid = os.fork()
+    if pid == 0:  # e.g. an AsyncVectorEnv worker talking to its parent over a pipe
+        ok = False
+        try:
+            ok = os.read(read, 2) == b"ok" and os.write(write, b"ok") == 2
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and os.read(read, 2) == b"ok"
+    for fd in (fd for pipe in pipes for fd in pipe):
+        os.close(fd)

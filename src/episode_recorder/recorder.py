@@ -195,7 +195,11 @@ class Recorder:
 
     def _open(self, segment: Segment, camera: str | None, height: int, width: int) -> tuple[int, Clip]:
         suffix = "" if camera is None else f"_key_{camera.replace(os.sep, '_')}"
-        path, lock_fd = claim_path(os.path.join(self.folder, f"{segment.name}{suffix}.{self.options.extension}"))
+        wanted = os.path.join(self.folder, f"{segment.name}{suffix}.{self.options.extension}")
+        dropping = {i for i, clip in self._unfinished.items() if clip.path == wanted and clip.status == "discarded"}
+        if dropping:  # a clip of ours being dropped holds the name: it is free once the encoder has removed it
+            self._handle(self._encoder.wait(dropping))
+        path, lock_fd = claim_path(wanted)
         clip = Clip(
             name=os.path.basename(path),
             path=path,
@@ -226,6 +230,8 @@ class Recorder:
             clip = self._unfinished.pop(result[1])
             if kind == "saved":
                 clip.status, clip.path, clip.name = "saved", result[2], os.path.basename(result[2])
+                if len(result) > 4:
+                    clip.extra["encoder"] = result[4]  # the settings actually used (preset, threads, ...)
                 log_saved(clip)
                 saved.append(clip)
             elif kind == "aborted":

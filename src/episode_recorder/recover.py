@@ -41,6 +41,13 @@ class RecoveredFile:
     frames: int = 0
     error: str | None = None
 
+    def __str__(self) -> str:
+        """One line for a person: ``remuxed .ep.mp4.part -> ep.mp4 (212 frames)``."""
+        source = os.path.basename(self.source)
+        if self.path is not None:
+            return f"{self.action} {source} -> {os.path.basename(self.path)} ({self.frames} frames)"
+        return f"{self.action} {source}" + (f": {self.error}" if self.error else "")
+
 
 def recover(folder: str | os.PathLike[str]) -> list[RecoveredFile]:
     """Make every clip an interrupted run left in ``folder`` a normally named, playable file.
@@ -116,7 +123,7 @@ def _recover_part(source: str, target: str) -> RecoveredFile:
         return RecoveredFile(source, "in use")
     remuxed = source + ".tmp"
     try:
-        frames = remux(source, remuxed, _format_of(target) or "mp4") if os.path.getsize(source) else 0
+        frames = remux(source, remuxed, _format_of(target) or "mp4", complete=False) if os.path.getsize(source) else 0
         if frames == 0:
             os.remove(source)
             return RecoveredFile(source, "removed")

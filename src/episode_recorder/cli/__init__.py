@@ -1,4 +1,4 @@
-"""The ``episode-recorder`` command: ``record``, ``gallery``, ``inspect`` (and ``recover`` when installed).
+"""The ``episode-recorder`` command: ``record``, ``gallery``, ``inspect`` and ``recover``.
 
     episode-recorder record CartPole-v1 --episodes 3 --out runs/cartpole
     episode-recorder gallery runs --open
@@ -11,7 +11,7 @@ parses the command line and dispatches. See docs/cli.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,11 +22,6 @@ __all__ = ["CommandError", "main"]
 
 class CommandError(Exception):
     """A user error the command reports as one line (what was received, what to do)."""
-
-
-def has_recover() -> bool:
-    """Whether ``episode_recorder.recover`` (crash recovery, from the reliability work) is installed."""
-    return importlib.util.find_spec("episode_recorder.recover") is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,15 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("files", nargs="+", metavar="FILE")
     inspect.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
 
-    if has_recover():
-        recover = commands.add_parser(
-            "recover",
-            help="make the videos a crashed run left in DIR playable (episode_recorder.recover)",
-            description="Call episode_recorder.recover.recover(DIR) on a folder a crashed run left behind.",
-        )
-        recover.add_argument("folder", metavar="DIR")
-    else:
-        parser.epilog += " ('recover' appears once episode_recorder.recover is installed.)"
+    recover = commands.add_parser(
+        "recover",
+        help="turn the .part / .partial files a crashed run left in DIR into normally named, playable videos",
+        description="Remux (no re-encoding) or rename what an interrupted run left in DIR, and report each "
+        "file; files a live recorder is writing are left alone. Exit status 1 if any file failed.",
+    )
+    recover.add_argument("folder", metavar="DIR")
     return parser
 
 
@@ -117,7 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def recover_command(folder: str) -> int:
     from episode_recorder.recover import recover
 
-    result = recover(folder)
-    for item in result if isinstance(result, (list, tuple)) else ([] if result is None else [result]):
-        print(item)
-    return 0
+    if not os.path.isdir(folder):
+        raise CommandError(f"{folder} is not a folder: pass the folder a run wrote its videos into.")
+    results = recover(folder)
+    if not results:
+        print(f"nothing to recover in {folder}")
+        return 0
+    for item in results:
+        target = f" -> {item.path}" if item.path else ""
+        detail = f" ({item.frames} frames)" if item.frames else (f": {item.error}" if item.error else "")
+        print(f"{item.action:8} {item.source}{target}{detail}")
+    return 1 if any(item.action == "failed" for item in results) else 0

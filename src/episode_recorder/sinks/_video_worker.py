@@ -11,6 +11,7 @@ process ends. Signals meant for the job (SIGINT, SIGTERM, SIGHUP) are ignored: t
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import select
@@ -18,11 +19,13 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 from typing import Any
 
 import av
 
+from episode_recorder.sinks.speed import SpeedGovernor
 from episode_recorder.sinks.video import VideoFileEncoder, VideoOptions, _Ring, send_message
 
 
@@ -49,6 +52,7 @@ class _Commands:
         self.socket = socket.socket(fileno=command_fd)
         self.parent_pid = parent_pid
         self.buffer = bytearray()
+        self.start = 0  # where the next message begins in ``buffer``
         self.fds: list[int] = []  # received with "open" messages, in order
         self.ended = False
         try:
@@ -58,14 +62,16 @@ class _Commands:
 
     def next(self) -> tuple[Any, ...] | None:
         while True:
-            if len(self.buffer) >= 4:
-                (size,) = struct.unpack_from("<I", self.buffer)
-                if len(self.buffer) >= 4 + size:
-                    message = pickle.loads(self.buffer[4 : 4 + size])
-                    del self.buffer[: 4 + size]
-                    return message
+            start = self.start
+            if len(self.buffer) - start >= 4:
+                (size,) = struct.unpack_from("<I", self.buffer, start)
+                if len(self.buffer) - start >= 4 + size:
+                    self.start = start + 4 + size
+                    return pickle.loads(memoryview(self.buffer)[start + 4 : self.start])
             if self.ended:
                 return None
+            del self.buffer[:start]  # everything before ``start`` has been read
+            self.start = 0
             watched = [self.socket] if self.parent is None else [self.socket, self.parent]
             ready, _, _ = select.select(watched, [], [], 1.0 if self.parent is None else None)
             if self.socket in ready:
@@ -105,6 +111,16 @@ class _Results:
             self.fd = None
 
 
+def _adapt(governor: SpeedGovernor, clips: dict[int, _Clip], clip_id: int, cost: float, waited: bool) -> None:
+    """Tell the governor what a frame cost; make the change it asks for, if any."""
+    change = governor.encoded(clip_id, cost, time.perf_counter(), waited)
+    if change is not None:
+        target, setting = change
+        encoder = clips[target].encoder
+        if encoder is not None:
+            governor.switched(target, setting, encoder.switch(setting))
+
+
 def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
     # Signals for the job (Ctrl+C, SIGTERM/SIGHUP from a scheduler or a terminal) are for the
     # training process to handle: keep encoding until it says "quit" or goes away (then open
@@ -114,6 +130,7 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
     av.logging.set_level(av.logging.ERROR)
     clips: dict[int, _Clip] = {}
     results = _Results(result_fd)
+    governor = SpeedGovernor(os.cpu_count() or 1, warn=lambda text: results.send(("log", logging.WARNING, text)))
     results.send(("ready",))
     commands = _Commands(command_fd, parent_pid)
     while True:
@@ -128,7 +145,9 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
             ring = _Ring(slots, height, width, fd=ring_fd)
             ring.close_fd()
             try:
-                clips[clip_id] = _Clip(ring, VideoFileEncoder(path, height, width, VideoOptions(**options), lock_fd))
+                options = VideoOptions(**options)
+                setting = governor.open(clip_id, options, height, width)
+                clips[clip_id] = _Clip(ring, VideoFileEncoder(path, height, width, options, lock_fd, setting))
             except Exception as error:  # reported once, then the clip's frames are skipped
                 clips[clip_id] = _Clip(ring, None, error)
                 results.send(_failure(clip_id, error))
@@ -138,7 +157,9 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
             frame = clip.ring.frames[message[2]]
             if clip.encoder is not None:
                 try:
+                    started = time.perf_counter()
                     clip.encoder.write(frame)
+                    _adapt(governor, clips, clip_id, time.perf_counter() - started, message[3])
                 except Exception as error:
                     # a full disk or an I/O error: keep what was written for recover()
                     clip.encoder.abort(keep=isinstance(error, OSError) and clip.encoder.frames > 0)
@@ -147,6 +168,7 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
             clip.ring.taken[0] += 1
             continue
         del clips[clip_id]
+        governor.closed(clip_id)
         clip.ring.release()
         if clip.encoder is None:
             continue  # its failure was already reported
@@ -160,7 +182,7 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
             clip.encoder.abort(keep=isinstance(error, OSError))
             results.send(_failure(clip_id, error))
         else:
-            results.send(("saved", clip_id, path, clip.encoder.frames))
+            results.send(("saved", clip_id, path, clip.encoder.frames, clip.encoder.report()))
     # The parent is gone (or quit with clips still open, after an error): nothing captured is lost.
     for clip in clips.values():
         if clip.encoder is not None and clip.encoder.frames > 0:

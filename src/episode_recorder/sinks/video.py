@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import heapq
+import logging
 import mmap
 import os
 import pickle
@@ -58,21 +60,28 @@ from typing import Any, Literal
 import numpy as np
 
 FORMATS = ("mp4", "webm", "gif")
+AUTO = "auto"
 WhenFull = Literal["wait", "drop"]
 _HEADER_BYTES = 64  # int64 at offset 0: frames the encoder process has taken out of the ring
 
 
 @dataclass(frozen=True)
 class VideoOptions:
-    """How clips are encoded; the defaults keep encoding ahead of a typical simulator on 2 cores.
+    """How clips are encoded.
 
-    - ``mp4``: H.264 (libx264), yuv420p (plays in browsers, W&B, QuickTime); ``crf`` 23,
-      ``preset`` "veryfast". Odd sizes are padded to even by repeating the last row/column.
-    - ``webm``: VP9 (libvpx-vp9), yuv420p; ``crf`` 32, realtime deadline, ``preset`` = cpu-used "8".
-    - ``gif``: a 256-colour palette per frame (Pillow FASTOCTREE), loops forever.
+    - ``mp4``: H.264 (libx264), yuv420p (plays in browsers, W&B, QuickTime), no B-frames; ``crf``
+      23. Odd sizes are padded to even by repeating the last row/column.
+    - ``webm``: VP9 (libvpx-vp9), yuv420p; ``crf`` 32, realtime deadline, row multithreading.
+    - ``gif``: a 256-colour palette (Pillow FASTOCTREE), loops forever.
 
-    ``bitrate`` (bits per second) replaces ``crf`` when given. ``threads`` defaults to 1 on machines
-    with up to 2 cores (the step loop keeps the other one), else ``min(4, cores // 2)``.
+    ``preset="auto"`` (the default) lets the encoder process choose its speed by measurement: it
+    starts at H.264 "veryfast" / VP9 cpu-used "8" and moves to a faster setting as soon as it
+    would fall behind the frames arriving, inside the clip (see :mod:`episode_recorder.sinks.speed`).
+    An explicit preset (x264's ``"ultrafast"`` ... ``"veryslow"``, VP9's cpu-used ``"0"`` ... ``"8"``)
+    is used as given; GIF has one setting. ``bitrate`` (bits per second) replaces ``crf`` when
+    given. ``threads`` defaults to 1 on machines with up to 2 cores (the step loop keeps the other
+    one), else ``min(4, cores // 2)``; "auto" adds threads only while the caller is blocked at the
+    fastest preset. Each clip's metadata records the settings used (``"encoder"``).
 
     >>> VideoOptions(format="webm", fps=50).extension
     'webm'
@@ -81,7 +90,7 @@ class VideoOptions:
     format: str = "mp4"
     fps: float = 30.0
     crf: int | None = None
-    preset: str | None = None
+    preset: str | None = AUTO
     bitrate: int | None = None
     threads: int | None = None
 
@@ -90,10 +99,36 @@ class VideoOptions:
             raise ValueError(f"Unknown video format {self.format!r}: choose one of {', '.join(FORMATS)}.")
         if not self.fps or self.fps <= 0:
             raise ValueError(f"fps must be a positive number, received {self.fps!r}.")
+        if self.preset is None:
+            object.__setattr__(self, "preset", AUTO)
 
     @property
     def extension(self) -> str:
         return self.format
+
+    @property
+    def adaptive(self) -> bool:
+        return self.preset == AUTO
+
+
+@dataclass(frozen=True)
+class EncoderSetting:
+    """What the encoder actually runs with: a concrete preset and a thread count."""
+
+    preset: str
+    threads: int
+
+
+# "auto" chooses among these, best quality first. Every H.264 step shares one set of stream
+# headers (SPS/PPS: no B-frames, no lookahead, 1 reference, CABAC, 8x8 transform), so the encoder
+# can switch between them inside a clip; VP9 steps switch at a key frame too.
+AUTO_PRESETS = {
+    "mp4": ("veryfast", "superfast", "ultrafast"),  # with these headers "faster" costs 1.4x for the same PSNR and size
+    "webm": ("6", "7", "8"),
+    "gif": ("octree",),  # measured: other palettes cost as much (GIF's LZW is half the cost) or look worse
+}
+AUTO_START = {"mp4": "veryfast", "webm": "8", "gif": "octree"}  # the first clip's setting
+_X264_AUTO_HEADERS = "bframes=0:rc-lookahead=0:ref=1:weightp=1:8x8dct=1:cabac=1:stitchable=1"
 
 
 def partial_path(path: str) -> str:
@@ -174,14 +209,23 @@ def publish(temp: str, final: str) -> str:
     raise AssertionError("unreachable")
 
 
-def remux(source: str, target: str, format: str) -> int:
+def remux(source: str, target: str, format: str, complete: bool = True) -> int:
     """Copy the video packets of ``source`` into a new ``target`` file (no re-encoding); returns how many.
 
-    Reads as far as ``source`` is readable (a file cut short by a crash ends at its last whole
-    packet). MP4 targets are written "faststart" (index first) so browsers play them at once.
+    ``complete=False``: ``source`` may have been cut short by a crash. It is read as far as it is
+    readable (an MP4 cut inside a fragment is first truncated to its last whole fragment), and
+    the copy ends at a frame that every frame shown before it is there: the last B-frames of a
+    cut-off MP4 and a cut-off GIF's last frame, which may be incomplete, are left out. MP4
+    targets are written "faststart" (index first) so browsers play them at once.
     """
     import av
 
+    if not complete and format == "mp4":
+        try:
+            av.open(source).close()
+        except av.error.FFmpegError:
+            if not _truncate_to_whole_boxes(source):
+                raise
     options = {"movflags": "+faststart"} if format == "mp4" else {}
     packets = 0
     with av.open(source) as reader, av.open(target, "w", format=format, container_options=options) as writer:
@@ -189,24 +233,73 @@ def remux(source: str, target: str, format: str) -> int:
         if stream is None:
             return 0
         output = writer.add_stream_from_template(stream)
-        pending = None  # muxed one packet late: the last one of a cut-off GIF may be cut too
+        held: list[Any] = []  # read, not muxed yet: a frame shown before them may still be missing
+        shown = _ShownWithoutGaps()
         try:
             for packet in reader.demux(stream):
                 if packet.is_corrupt:
                     break
                 if packet.dts is None or packet.size == 0:
                     continue
-                if pending is not None:
-                    writer.mux(pending)
-                    packets += 1
-                pending = packet
-                pending.stream = output
+                packet.stream = output
+                held.append(packet)
+                if format == "gif" or shown.add(packet.pts, packet.duration):
+                    ready = held[:-1] if format == "gif" else held  # a GIF's newest frame may be cut short
+                    for item in ready:
+                        writer.mux(item)
+                    packets += len(ready)
+                    del held[: len(ready)]
         except (av.error.FFmpegError, EOFError):
             pass  # the rest of the file was cut off
-        if pending is not None and (format != "gif" or _ends_with_gif_trailer(source)):
-            writer.mux(pending)
-            packets += 1
+        if complete or (format == "gif" and _ends_with_gif_trailer(source)):  # else the tail may be cut
+            for item in held:
+                writer.mux(item)
+            packets += len(held)
     return packets
+
+
+class _ShownWithoutGaps:
+    """Whether the frames read so far are all the frames shown up to the latest of them.
+
+    Packets come in decode order; with B-frames a frame is read before frames shown earlier, so
+    a stream cut there lacks frames in the middle. ``add`` says when there is no such gap.
+    """
+
+    def __init__(self) -> None:
+        self.complete_until: float | None = None  # every frame shown up to this time has been read
+        self.ahead: list[int] = []  # times read beyond it (a heap)
+        self.step = 0
+
+    def add(self, pts: int | None, duration: int | None) -> bool:
+        if pts is None:
+            return True
+        self.step = self.step or duration or 0
+        if self.complete_until is None:
+            self.complete_until = pts - self.step
+        heapq.heappush(self.ahead, pts)
+        while self.ahead and self.ahead[0] <= self.complete_until + 1.5 * self.step:
+            self.complete_until = max(self.complete_until, heapq.heappop(self.ahead))
+        return not self.ahead or not self.step
+
+
+def _truncate_to_whole_boxes(path: str) -> bool:
+    """Cut an MP4 after its last complete top-level box; False if nothing was cut."""
+    size = os.path.getsize(path)
+    end = 0
+    with open(path, "rb") as file:
+        while end + 8 <= size:
+            file.seek(end)
+            header = file.read(16)
+            (length,) = struct.unpack(">I", header[:4])
+            if length == 1 and len(header) == 16:
+                (length,) = struct.unpack(">Q", header[8:16])
+            if length < 8 or end + length > size:
+                break
+            end += length
+    if end in (0, size):
+        return False
+    os.truncate(path, end)
+    return True
 
 
 def _ends_with_gif_trailer(path: str) -> bool:
@@ -218,19 +311,30 @@ def _ends_with_gif_trailer(path: str) -> bool:
 class VideoFileEncoder:
     """Encodes RGB frames into one file, written under a hidden temporary name until ``close()``.
 
+    ``setting`` (default: the options' preset, or the "auto" start) can be changed inside the clip
+    with :meth:`switch`. ``encode_seconds`` is the time spent in :meth:`write` (colour conversion
+    and encoding).
+
     >>> import numpy as np, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "clip.webm")
     >>> encoder = VideoFileEncoder(path, 48, 64, VideoOptions(format="webm"))
     >>> for t in range(5):
     ...     encoder.write(np.full((48, 64, 3), 40 * t, np.uint8))
-    >>> encoder.close() == path, encoder.frames
-    (True, 5)
+    >>> encoder.close() == path, encoder.frames, encoder.setting.preset
+    (True, 5, '8')
     """
 
     def __init__(
-        self, path: str, height: int, width: int, options: VideoOptions, lock_fd: int | None = None
+        self,
+        path: str,
+        height: int,
+        width: int,
+        options: VideoOptions,
+        lock_fd: int | None = None,
+        setting: EncoderSetting | None = None,
     ) -> None:
         import av
+        from av.video.reformatter import VideoReformatter
 
         if lock_fd is None:  # not claimed yet: take the first free name (see claim_path)
             path, lock_fd = claim_path(path)
@@ -238,10 +342,15 @@ class VideoFileEncoder:
         self.temp_path = temp_path_of(path)
         self._lock_fd: int | None = lock_fd
         self.frames = 0
+        self.encode_seconds = 0.0
         self.options = options
+        self.setting = setting or initial_setting(options)
+        self.settings_used: list[tuple[EncoderSetting, int]] = [(self.setting, 0)]  # (setting, first frame)
         self._size = (height, width)
         self._pad = (0, 0)
+        self._reformatter = VideoReformatter()
         rate = Fraction(options.fps).limit_denominator(1001)
+        self._time_base = 1 / rate
         try:
             self._container = av.open(
                 self.temp_path, "w", format=options.format, container_options=_playable_while_written(options)
@@ -255,39 +364,66 @@ class VideoFileEncoder:
                 self._stream = self._container.add_stream("gif", rate=rate)
                 self._stream.pix_fmt = "pal8"
             else:
-                codec = "libx264" if options.format == "mp4" else "libvpx-vp9"
-                self._stream = self._container.add_stream(codec, rate=rate)
+                self._stream = self._container.add_stream(_CODECS[options.format], rate=rate)
                 self._stream.pix_fmt = "yuv420p"
                 self._pad = (height % 2, width % 2)
-                self._stream.options = _codec_options(options)
-                if options.bitrate:
-                    self._stream.bit_rate = int(options.bitrate)
+                _configure(self._stream.codec_context, options, self.setting)
             self._stream.height = height + self._pad[0]
             self._stream.width = width + self._pad[1]
-            self._stream.codec_context.thread_type = "AUTO"
-            self._stream.codec_context.thread_count = options.threads or _default_threads()
-            if options.format == "mp4":  # a keyframe, hence an MP4 fragment on disk, every second
-                self._stream.codec_context.gop_size = max(1, round(options.fps))
+            self._context = self._stream.codec_context
         except BaseException:
             self.abort()
             raise
 
     def write(self, rgb: np.ndarray) -> None:
         """Encode one HxWx3 uint8 frame of the size given at construction."""
-        import av
-
+        started = time.perf_counter()
         if rgb.shape != (*self._size, 3):
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of size {self._size}.")
-        if self.options.format == "gif":
-            frame = av.VideoFrame.from_ndarray(_quantize(rgb), format="pal8")
-        else:
-            if any(self._pad):
-                rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = self._gif_frame(rgb) if self.options.format == "gif" else self._yuv_frame(rgb)
         frame.pts = self.frames
-        frame.time_base = 1 / self._stream.codec_context.framerate
+        frame.time_base = self._time_base
         self._mux(frame)
         self.frames += 1
+        self.encode_seconds += time.perf_counter() - started
+
+    def switch(self, setting: EncoderSetting) -> bool:
+        """Use ``setting`` from the next frame on; False if this codec cannot change it inside a clip.
+
+        H.264 and VP9 restart with a key frame from a fresh codec context, accepted only when its
+        stream headers equal the file's (a player then decodes the clip as one stream).
+        """
+        if setting == self.setting:
+            return True
+        if self.options.format != "gif":
+            import av
+
+            context = av.CodecContext.create(_CODECS[self.options.format], "w")
+            for name in ("width", "height", "pix_fmt", "framerate", "flags"):
+                setattr(context, name, getattr(self._context, name))
+            context.time_base = self._time_base
+            _configure(context, self.options, setting)
+            context.open()
+            if bytes(context.extradata or b"") != bytes(self._stream.codec_context.extradata or b""):
+                return False
+            self._mux(None)  # the old context's delayed frames
+            self._context = context
+        self.setting = setting
+        self.settings_used.append((setting, self.frames))
+        return True
+
+    def report(self) -> dict[str, Any]:
+        """The settings this clip was encoded with, for its metadata."""
+        return {
+            "codec": _CODECS.get(self.options.format, "gif"),
+            "preset": self.setting.preset,
+            "threads": self.setting.threads,
+            "crf": None if self.options.bitrate or self.options.format == "gif" else _crf(self.options),
+            "bitrate": self.options.bitrate,
+            "adaptive": self.options.adaptive,
+            "settings": [{"preset": s.preset, "threads": s.threads, "from_frame": first} for s, first in self.settings_used],
+            "encode_ms_per_frame": round(1000 * self.encode_seconds / max(1, self.frames), 3),
+        }
 
     def close(self) -> str:
         """Flush, close and move the file to its final name; returns that name."""
@@ -320,7 +456,7 @@ class VideoFileEncoder:
         """Replace the fragmented temporary MP4 by an ordinary faststart one (a stream copy)."""
         remuxed = self.temp_path + ".tmp"
         try:
-            remux(self.temp_path, remuxed, "mp4")
+            remux(self.temp_path, remuxed, "mp4", complete=True)
             lock = lock_file(remuxed)
             os.replace(remuxed, self.temp_path)
         except Exception:  # e.g. a full disk: the fragmented file is complete and plays as well
@@ -335,31 +471,68 @@ class VideoFileEncoder:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def _yuv_frame(self, rgb: np.ndarray) -> Any:
+        import av
+
+        if any(self._pad):
+            rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        # swscale bilinear: "point" converts 20-35% faster but loses 0.7-1.9 dB, "fast_bilinear" is no faster.
+        return self._reformatter.reformat(
+            av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p", threads=self.setting.threads
+        )
+
+    def _gif_frame(self, rgb: np.ndarray) -> Any:
+        import av
+
+        return av.VideoFrame.from_ndarray(_quantize(rgb), format="pal8")
+
     def _mux(self, frame: Any) -> None:
-        for packet in self._stream.encode(frame):
+        for packet in self._context.encode(frame):
+            packet.stream = self._stream
             self._container.mux(packet)
 
 
 def _playable_while_written(options: VideoOptions) -> dict[str, str]:
     """Muxer options that keep the file being written decodable up to about its last second."""
     flushed = {"flush_packets": "1"}  # each finished fragment / cluster / frame goes to the OS at once
-    if options.format == "mp4":
-        return {**flushed, "movflags": "frag_keyframe+empty_moov+default_base_moof"}
+    if options.format == "mp4":  # a fragment a second, whatever the keyframe interval (kept as it is)
+        return {**flushed, "movflags": "empty_moov+default_base_moof", "frag_duration": "1000000"}
     if options.format == "webm":
         return {**flushed, "cluster_time_limit": "1000"}
     return flushed
 
 
-def _codec_options(options: VideoOptions) -> dict[str, str]:
+_CODECS = {"mp4": "libx264", "webm": "libvpx-vp9"}
+
+
+def initial_setting(options: VideoOptions) -> EncoderSetting:
+    """The setting a clip starts with when nothing has been measured yet."""
+    preset = AUTO_START[options.format] if options.adaptive or options.format == "gif" else str(options.preset)
+    return EncoderSetting(preset, options.threads or _default_threads())
+
+
+def _crf(options: VideoOptions) -> int:
+    return options.crf if options.crf is not None else (23 if options.format == "mp4" else 32)
+
+
+def _configure(context: Any, options: VideoOptions, setting: EncoderSetting) -> None:
+    """Codec options, rate control and threads of an H.264 / VP9 codec context (before it opens)."""
     if options.format == "mp4":
-        settings = {"preset": options.preset or "veryfast"}
+        headers = _X264_AUTO_HEADERS if options.adaptive else "bframes=0"
+        settings = {"preset": setting.preset, "x264-params": headers}
     else:
-        settings = {"deadline": "realtime", "cpu-used": options.preset or "8", "row-mt": "1"}
-    if not options.bitrate:
-        settings["crf"] = str(options.crf if options.crf is not None else (23 if options.format == "mp4" else 32))
+        # No frame lag: the end of a clip costs one frame, not lag-in-frames (25) frames.
+        settings = {"deadline": "realtime", "cpu-used": setting.preset, "row-mt": "1", "lag-in-frames": "0"}
+    if options.bitrate:
+        context.bit_rate = int(options.bitrate)
+    else:
+        settings["crf"] = str(_crf(options))
         if options.format == "webm":
             settings["b"] = "0"  # constant quality
-    return settings
+    context.options = settings
+    # Slices rather than frames when "auto" adds threads: no extra frames to flush at the end.
+    context.thread_type = "SLICE" if options.adaptive and options.format == "mp4" and setting.threads > 1 else "AUTO"
+    context.thread_count = setting.threads
 
 
 def _default_threads() -> int:
@@ -464,7 +637,7 @@ class VideoEncoderProcess:
     ``write`` copies one frame into the ring and returns at once; when the ring is full it waits
     for the encoder (``when_full="wait"``, nothing lost) or skips the frame and returns False
     (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
-    ``("saved", clip, path, frames)``, ``("aborted", clip)``, ``("failed", clip, error)``.
+    ``("saved", clip, path, frames, encoder_report)``, ``("aborted", clip)``, ``("failed", clip, error)``.
 
     The process runs in its own session (signals sent to the job's process group do not reach it)
     and ignores SIGINT/SIGTERM/SIGHUP; it ends when told to (:meth:`shutdown`) or when this process
@@ -489,7 +662,7 @@ class VideoEncoderProcess:
         self._commands, command_read = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._command_fd = self._commands.fileno()
         result_read, result_write = os.pipe()
-        self._result_fd = result_read
+        self._result_fd = [result_read]  # emptied by the reader thread just before it closes it
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -508,7 +681,7 @@ class VideoEncoderProcess:
         ready = threading.Event()
         self._reader = threading.Thread(
             target=_read_results,
-            args=(result_read, self._results, self._arrived, self._process, ready),
+            args=(self._result_fd, self._results, self._arrived, self._process, ready),
             name="episode-recorder-results",
             daemon=True,
         )
@@ -549,15 +722,17 @@ class VideoEncoderProcess:
         ring = self._rings[clip]
         if rgb.shape != ring.frames.shape[1:]:
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of shape {ring.frames.shape[1:]}.")
+        waited = False
         while ring.written - int(ring.taken[0]) >= ring.slots:
             if self.when_full == "drop":
                 return False
+            waited = True
             self._check_alive()
             time.sleep(0.0005)
         slot = ring.written % ring.slots
         np.copyto(ring.frames[slot], rgb)
         ring.written += 1
-        self._send(("frame", clip, slot))
+        self._send(("frame", clip, slot, waited))  # the encoder's speed control wants to know it waited
         return True
 
     def close(self, clip: int) -> None:
@@ -645,14 +820,12 @@ class VideoEncoderProcess:
     def _detach_after_fork(self) -> None:
         """In a forked child: let go of the parent's encoder without touching it."""
         self.forked = True
-        self._finalizer.detach()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (self._command_fd, self._result_fd):  # keep the numbers valid: their owners close them
-            try:
-                os.dup2(devnull, fd, inheritable=False)
-            except OSError:
-                pass
-        os.close(devnull)
+        if self._finalizer.detach() is not None:  # still open (a closed one's number may be reused)
+            self._commands.close()
+        for fd in self._result_fd:  # its owner (the parent's reader thread) is not in this process
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, fd, inheritable=False)
+            os.close(devnull)
 
     def _check_alive(self) -> None:
         if self.forked:
@@ -671,15 +844,22 @@ class VideoEncoderProcess:
 
 
 def _read_results(
-    fd: int, results: collections.deque, arrived: threading.Condition, process: Any, ready: threading.Event
+    fds: list[int], results: collections.deque, arrived: threading.Condition, process: Any, ready: threading.Event
 ) -> None:
-    with os.fdopen(fd, "rb") as stream:
+    stream = os.fdopen(fds[0], "rb")
+    try:
         if read_message(stream) == ("ready",):
             ready.set()
         while (message := read_message(stream)) is not None:
+            if message[0] == "log":  # ("log", level, text): e.g. the encoder adapting its speed
+                logging.getLogger("episode_recorder").log(message[1], message[2])
+                continue
             with arrived:
                 results.append(message)
                 arrived.notify_all()
+    finally:
+        fds.clear()  # first: a fork from now on must not touch the number
+        stream.close()
     process.wait()
     with arrived:
         if process.returncode != 0:
