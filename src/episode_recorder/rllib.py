@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -86,12 +87,9 @@ class RunnerRecordVideo(RecordVideo):
 
         self.recorder.on_saved = saved
 
-    def take_saved(self, wait: bool = True) -> list[str]:
-        """Paths saved since the last call; with ``wait``, first let stopped recordings finish."""
-        if wait:
-            self.recorder.wait()
-        else:
-            self.recorder.poll()
+    def take_saved(self) -> list[str]:
+        """Let stopped recordings finish, then return the paths saved since the last call."""
+        self.recorder.wait()
         saved, self._saved = self._saved, []
         return saved
 
@@ -214,6 +212,11 @@ class RecordEpisodes(RLlibCallback):
                 f"{type(env_runner).__name__} has {type(vector_env).__name__}. Use SingleAgentEnvRunner "
                 "(the default for single-agent envs)."
             )
+        if isinstance(vector_env, RunnerRecordVideo):
+            raise ValueError(
+                f"Two RecordEpisodes callbacks chose {group} runner {index}: each would write the same files. "
+                "Give them disjoint runners (training/evaluation/runner_indices)."
+            )
         if vector_env.render_mode not in ("rgb_array", "rgb_array_list"):
             raise ValueError(
                 f"RecordEpisodes needs envs that render images, and this env's render_mode is "
@@ -235,15 +238,17 @@ class RecordEpisodes(RLlibCallback):
             stream = rr.RecordingStream(self.rerun_application_id, recording_id=label)
             stream.connect_grpc(self.rerun_url)
         env_indices = self.env_indices if self.env_indices is not None else list(range(vector_env.num_envs))
-        env_runner.env = RunnerRecordVideo(
-            vector_env,
-            self.video_folder,
-            runner=runner,
-            rerun_stream=stream,
-            env_indices=env_indices,
-            name_prefix=f"{self.name_prefix}-{label}",
-            **self.record_video_kwargs,
-        )
+        with warnings.catch_warnings():  # the folder is shared by design; the names never collide
+            warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
+            env_runner.env = RunnerRecordVideo(
+                vector_env,
+                self.video_folder,
+                runner=runner,
+                rerun_stream=stream,
+                env_indices=env_indices,
+                name_prefix=f"{self.name_prefix}-{label}",
+                **self.record_video_kwargs,
+            )
 
     def on_sample_end(self, *, env_runner: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
         """Report the paths of the videos finished during this ``sample()`` in the runner's metrics."""
