@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.machinery
 import json
 import os
 import subprocess
 import sys
 import signal
 import time
-import types
 import warnings
 from pathlib import Path
 
@@ -151,18 +149,20 @@ def test_inspect_reports_complete_and_cut_files(tmp_path, capsys) -> None:
     assert table[1].split()[1:] == [str(frames), "50", "600x400", "vp9", f"{frames / 50:.2f}", "s", "yes"]
 
 
-def test_recover_is_listed_and_dispatched_only_when_installed(tmp_path, capsys, monkeypatch) -> None:
+def test_recover_turns_a_partial_file_into_a_normally_named_one(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
-    listed = "recover" in capsys.readouterr().out.split("COMMAND")[1]
-    assert listed == (importlib.util.find_spec("episode_recorder.recover") is not None)
-    calls = []
-    module = types.ModuleType("episode_recorder.recover")
-    module.__spec__ = importlib.machinery.ModuleSpec("episode_recorder.recover", None)
-    module.recover = lambda folder: calls.append(folder) or [f"{folder}/a.mp4"]
-    monkeypatch.setitem(sys.modules, "episode_recorder.recover", module)
-    assert main(["recover", str(tmp_path)]) == 0
-    assert calls == [str(tmp_path)] and capsys.readouterr().out == f"{tmp_path}/a.mp4\n"
+    assert "recover   make the videos a crashed run left in DIR playable" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert main(["record", "CartPole-v1", "--episodes", "1", "--seed", "0", "--out", str(out), "--quiet"]) == 0
+    video = out / "CartPole-v1-episode-0.mp4"
+    frames = len(decode(video)[0])
+    video.rename(out / "CartPole-v1-episode-0.partial.mp4")  # what the encoder leaves when its run dies
+    capsys.readouterr()
+    assert main(["recover", str(out)]) == 0
+    assert capsys.readouterr().out == f"renamed {out / 'CartPole-v1-episode-0.partial.mp4'} -> {video} ({frames} frames)\n"
+    assert len(decode(video)[0]) == frames
+    assert main(["recover", str(tmp_path / "nowhere")]) == 2
 
 
 def test_python_dash_m_and_library_logging_is_silent_unless_configured(tmp_path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 
@@ -115,9 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def recover_command(folder: str) -> int:
+    """One line per file ``recover`` looked at; exit status 1 if any could not be recovered."""
     from episode_recorder.recover import recover
 
-    result = recover(folder)
-    for item in result if isinstance(result, (list, tuple)) else ([] if result is None else [result]):
-        print(item)
-    return 0
+    if not os.path.isdir(folder):
+        raise CommandError(f"{folder!r} is not a folder; pass the folder a crashed run wrote its videos to.")
+    results = recover(folder)
+    for item in results:
+        target = f" -> {item.path} ({item.frames} frames)" if item.path else ""
+        error = f": {item.error}" if item.error else ""
+        print(f"{item.action} {item.source}{target}{error}")
+    if not results:
+        print(f"nothing to recover in {folder}")
+    return 1 if any(item.action == "failed" for item in results) else 0
