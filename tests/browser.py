@@ -28,28 +28,35 @@ class Chromium:
     def __init__(self, profile: Path, width: int = 1280, height: int = 900) -> None:
         assert CHROMIUM is not None, "chromium is not installed (apt-get install -y chromium)"
         profile.mkdir(parents=True, exist_ok=True)
+        self.log = profile.with_name(profile.name + ".log")  # Chromium's stderr, quoted when it exits early
         commands_read, self._commands = os.pipe()
         self._replies, replies_write = os.pipe()
+        commands_read, replies_write = (self._above_4(fd) for fd in (commands_read, replies_write))
 
-        def use_fds_3_and_4() -> None:  # runs in the child, before exec
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (commands_read, replies_write)]  # out of 3 and 4's way
-            os.dup2(high[0], 3)  # dup2 makes them inheritable
-            os.dup2(high[1], 4)
-
+        # bash puts the pipes on fds 3 and 4 as it execs Chromium (no preexec_fn: fork hooks of the
+        # code under test must not run in between)
+        place = f'exec "$0" "$@" 3<&{commands_read} 4>&{replies_write} {commands_read}<&- {replies_write}>&-'
         self.process = subprocess.Popen(
             [
-                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--no-first-run", "--no-default-browser-check", "--mute-audio", f"--user-data-dir={profile}",
-                f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank",
+                "bash", "-c", place, CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--no-first-run", "--no-default-browser-check", "--mute-audio",
+                f"--user-data-dir={profile}", f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank",
             ],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=False, preexec_fn=use_fds_3_and_4,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log.open("w"),
+            pass_fds=(commands_read, replies_write),
         )
         os.close(commands_read)
         os.close(replies_write)
         self._buffer = b""
         self._next_id = 0
         self.size = (width, height)
+
+    @staticmethod
+    def _above_4(fd: int) -> int:
+        """The same pipe end on a descriptor >= 10 (so the 3<&N 4>&M redirections cannot collide)."""
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+        os.close(fd)
+        return high
 
     def __enter__(self) -> Chromium:
         return self
@@ -79,7 +86,10 @@ class Chromium:
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session is not None:
             message["sessionId"] = session
-        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        try:
+            os.write(self._commands, json.dumps(message).encode() + b"\0")
+        except BrokenPipeError:
+            raise RuntimeError(f"Chromium exited (code {self.process.wait()}) before {method}: {self.log_tail()}") from None
         deadline = time.monotonic() + timeout
         while True:
             reply = self._read(deadline, method)
@@ -95,10 +105,14 @@ class Chromium:
                 raise TimeoutError(f"Chromium did not answer {method} in time")
             chunk = os.read(self._replies, 1 << 20)
             if not chunk:
-                raise RuntimeError(f"Chromium exited (code {self.process.poll()}) while waiting for {method}")
+                raise RuntimeError(f"Chromium exited (code {self.process.wait()}) while waiting for {method}: {self.log_tail()}")
             self._buffer += chunk
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
+
+    def log_tail(self) -> str:
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if "dbus" not in line]
+        return "\n".join(lines[-15:])
 
     def open(self, url: str) -> str:
         """Open ``url`` in a new tab; returns the session id to evaluate in."""
