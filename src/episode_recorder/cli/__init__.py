@@ -120,5 +120,5 @@ def recover_command(folder: str) -> int:
     for item in results:
         target = f" -> {item.path}" if item.path else ""
         detail = f" ({item.frames} frames)" if item.frames else (f": {item.error}" if item.error else "")
-        print(f"{item.action:8} {item.source}{target}{detail}")
+        print(f"{item.action} {item.source}{target}{detail}")
     return 1 if any(item.action == "failed" for item in results) else 0
