@@ -254,6 +254,7 @@ def test_dropped_frames_are_counted_in_sidecars_and_callbacks(tmp_path, vector):
     infos: list[dict[str, Any]] = []
     options = dict(
         episode_trigger=lambda episode: episode == 0, queue_frames=2, when_full="drop", sidecar=True,
+        finish_in_background=True,  # the step that ends an episode does not wait for its file either
         on_video_saved=lambda path, info: infos.append(info),
     )
     if vector:
