@@ -1,8 +1,8 @@
 """Every code block of README.md and docs/**/*.md runs as written.
 
 Each fenced block with a language is one test, run as a user would run it: ``python`` blocks with
-the interpreter, ``bash`` / ``sh`` / ``shell`` / ``console`` blocks with ``bash -e`` (``python`` and
-the console scripts on PATH are this interpreter's), each in a fresh process whose working
+the interpreter, ``bash`` / ``sh`` / ``shell`` / ``console`` blocks with ``bash -e`` (``python`` on
+PATH is this interpreter, and this checkout's console scripts are on it), each in a fresh process whose working
 directory is the test's tmp_path (so ``"videos"`` lands there, never in the repository), with W&B
 offline. Blocks without a language (diagrams, output) are not code.
 
@@ -27,6 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -100,6 +105,18 @@ def test_the_parser_finds_blocks_markers_and_ignores_diagrams(tmp_path):
     ]
 
 
+def console_scripts(folder: Path) -> Path:
+    """This checkout's ``[project.scripts]`` as executables in ``folder`` (an older install may lack them)."""
+    folder.mkdir()
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text()).get("project", {}).get("scripts", {})
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        path = folder / name
+        path.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n")
+        path.chmod(0o755)
+    return folder
+
+
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[block.id for block in ALL_BLOCKS])
 def test_code_block_runs(block: Block, tmp_path):
     if block.skip:
@@ -111,7 +128,7 @@ def test_code_block_runs(block: Block, tmp_path):
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
-        PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),  # python, console scripts
+        PATH=os.pathsep.join([str(console_scripts(tmp_path / "bin")), os.path.dirname(sys.executable), os.environ["PATH"]]),
     )
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, f"{block.id} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
