@@ -31,9 +31,12 @@ SRC = TESTS.parent / "src"
 
 
 def gone(pid: int) -> bool:
+    """The process has exited with all its threads (a zombie leader's other threads may still hold its files)."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return False
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1 and psutil.Process(pid).num_threads() <= 1
+    except (psutil.NoSuchProcess, FileNotFoundError):
         return True
 
 
