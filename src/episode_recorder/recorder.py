@@ -3,7 +3,10 @@
 A :class:`Segment` is one recorded stretch (an episode or a snippet) of one env; it holds one
 :class:`Clip` per camera, opened at the camera's first frame. Frames stream to the background
 encoder as they arrive, so memory does not grow with episode length. Results (a saved file, an
-encoder error) surface on the caller's thread at the next call.
+encoder error) surface on the caller's thread at the next call. With ``rerun=`` the same encoded
+frames also go to a Rerun stream as ``rr.VideoStream`` samples, with the rewards and actions
+given to ``add`` as scalars (see :mod:`episode_recorder.sinks.rerun`); ``folder=None`` writes no
+files, Rerun only.
 
     >>> import numpy as np, tempfile
     >>> recorder = Recorder(tempfile.mkdtemp(), VideoOptions(format="mp4", fps=30))
@@ -21,10 +24,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from episode_recorder.frames import to_rgb
 from episode_recorder.sinks.video import EncoderProcessDied, VideoEncoderProcess, VideoOptions, WhenFull
+
+if TYPE_CHECKING:
+    import rerun as rr
+
+    from episode_recorder.sinks.rerun import RerunVideoSink, ScalarTrack, Timelines, VideoTrack
 
 ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed"]
 
@@ -34,7 +42,7 @@ class Clip:
     """One recorded segment of one camera of one env, and what is known about it."""
 
     name: str
-    path: str
+    path: str | None  # None: a clip sent to Rerun only
     camera: str | None
     fps: float
     format: str
@@ -78,24 +86,39 @@ class Recorder:
     ``when_full="wait"`` (default) makes ``add`` wait for the encoder when ``queue_frames`` frames
     of a clip are pending, so nothing is lost; ``"drop"`` skips the frame instead and counts it in
     ``Clip.dropped_frames``. ``on_saved(clip)`` runs on the caller's thread once a file is complete.
+
+    ``rerun`` (an ``rr.RecordingStream`` or a :class:`~episode_recorder.sinks.rerun.RerunVideoSink`):
+    every clip also goes to Rerun as the same H.264 samples (mp4 files are encoded once; webm and
+    gif files get a second, H.264 encode in the encoder process). ``folder=None``: Rerun only.
     """
 
     def __init__(
         self,
-        folder: str | os.PathLike[str],
+        folder: str | os.PathLike[str] | None,
         options: VideoOptions,
         *,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         on_saved: Callable[[Clip], None] | None = None,
+        rerun: rr.RecordingStream | RerunVideoSink | None = None,
     ) -> None:
-        self.folder = os.path.abspath(os.fspath(folder))
-        os.makedirs(self.folder, exist_ok=True)
+        if folder is None and rerun is None:
+            raise ValueError("A Recorder needs a folder for video files, a rerun= stream, or both.")
+        self.folder = None if folder is None else os.path.abspath(os.fspath(folder))
+        if self.folder is not None:
+            os.makedirs(self.folder, exist_ok=True)
+        self.rerun: RerunVideoSink | None = None
+        if rerun is not None:
+            from episode_recorder.sinks.rerun import RerunVideoSink
+
+            self.rerun = rerun if isinstance(rerun, RerunVideoSink) else RerunVideoSink(rerun)
+            options = replace(options, samples=True)
         self.options = options
         self.on_saved = on_saved
         self.clips: list[Clip] = []
         self._encoder = VideoEncoderProcess(queue_frames, when_full)
         self._unfinished: dict[int, Clip] = {}  # clips whose result has not arrived yet
+        self._tracks: dict[int, VideoTrack] = {}  # clip id -> its Rerun video entity
         self._segments: list[Segment] = []
         self._closed = False
 
@@ -146,7 +169,7 @@ class Recorder:
         name = f"{segment.name}{suffix}.{self.options.extension}"
         clip = Clip(
             name=name,
-            path=os.path.join(self.folder, name),
+            path=None if self.folder is None else os.path.join(self.folder, name),
             camera=camera,
             fps=segment.fps,
             format=self.options.format,
@@ -159,6 +182,8 @@ class Recorder:
         clip_id = self._encoder.open(clip.path, height, width, replace(self.options, fps=segment.fps))
         self.clips.append(clip)
         self._unfinished[clip_id] = clip
+        if self.rerun is not None:
+            self._tracks[clip_id] = self.rerun.video(segment.timelines, segment.env_index, camera)
         return clip_id, clip
 
     def _handle(self, results: list[tuple[Any, ...]]) -> None:
@@ -172,7 +197,13 @@ class Recorder:
                     f"The video encoder process exited with code {result[1]}; clips being encoded were "
                     "lost (their temporary .part files are left in the output folder)."
                 )
+            if kind == "sample":
+                self._tracks[result[1]].sample(*result[2])
+                continue
             clip = self._unfinished.pop(result[1])
+            track = self._tracks.pop(result[1], None)
+            if track is not None and kind != "aborted":  # a discarded clip's samples are dropped
+                track.flush()
             if kind == "saved":
                 clip.status, clip.path = "saved", result[2]
                 if self.on_saved is not None:
@@ -203,9 +234,17 @@ class Segment:
         self.clips: dict[str | None, Clip] = {}
         self._clip_ids: dict[str | None, int] = {}
         self.frames = 0
+        sink = recorder.rerun
+        self.timelines: Timelines | None = None if sink is None else sink.timelines(name, fps)
+        self._scalars: ScalarTrack | None = None if sink is None else sink.scalars(self.timelines, env_index)
 
-    def add(self, frames: Any) -> None:
-        """Record one step: a frame, or a flat ``{camera: frame}`` mapping (see ``flatten_frames``)."""
+    def add(self, frames: Any, *, step: int | None = None, reward: Any = None, action: Any = None) -> None:
+        """Record one step: a frame, or a flat ``{camera: frame}`` mapping (see ``flatten_frames``).
+
+        With Rerun: the frame is shown at ``step`` on the recording's step timeline (default: the
+        frame's index, or ``start_step`` + index with shared timelines), and ``reward`` / ``action``
+        (the step's, when numeric) are logged there as scalars.
+        """
         self.recorder.poll()
         flat = frames if isinstance(frames, dict) else {None: frames}
         if self.clips and flat.keys() != self.clips.keys():
@@ -222,16 +261,29 @@ class Segment:
                     f"{clip.height}x{clip.width}, this frame is {rgb.shape[0]}x{rgb.shape[1]}. "
                     "Render every step of an episode at one size."
                 )
+        if self.timelines is not None and step is None:
+            step = self.frames + (self.start_step if self.timelines.shared else 0)
+        if self.timelines is not None and not self.frames and self.recorder.rerun.mark_recordings:
+            from episode_recorder.sinks.rerun import log_recording_start
+
+            log_recording_start(
+                self.recorder.rerun.stream, self.timelines, step, self.name, self.episode_id, self.env_index
+            )
         for camera, rgb in converted.items():
             if camera not in self.clips:
                 self._clip_ids[camera], self.clips[camera] = self.recorder._open(self, camera, *rgb.shape[:2])
             clip = self.clips[camera]
             if clip.status == "failed":
                 continue  # its error was raised already
-            if self.recorder._encoder.write(self._clip_ids[camera], rgb):
+            clip_id = self._clip_ids[camera]
+            if self.recorder._encoder.write(clip_id, rgb):
                 clip.frames += 1
+                if clip_id in self.recorder._tracks:
+                    self.recorder._tracks[clip_id].frame(step)
             else:
                 clip.dropped_frames += 1
+        if self._scalars is not None and (reward is not None or action is not None):
+            self._scalars.add(step, reward=reward, action=action)
         self.frames += 1
 
     def stop(
@@ -260,5 +312,7 @@ class Segment:
                 recorder._encoder.abort(clip_id)
                 clip.status = "discarded"
         self._clip_ids = {}
+        if self._scalars is not None:
+            self._scalars.flush()
         recorder.poll()
         return [clip for clip in self.clips.values() if clip.status in ("encoding", "saved")]

@@ -2,7 +2,8 @@
 
 Run as ``python -m episode_recorder.sinks._video_worker COMMAND_FD RESULT_FD``. It reads
 ``open`` / ``frame`` / ``close`` / ``abort`` / ``quit`` messages, takes frames out of each clip's
-shared-memory ring, and reports ``saved`` / ``aborted`` / ``failed`` results. When the command pipe
+shared-memory ring, and reports ``saved`` / ``aborted`` / ``failed`` results (and a ``sample``
+per encoded frame of clips opened with ``VideoOptions(samples=True)``). When the command pipe
 closes without ``quit`` (the training process died), every open clip is finished as a playable
 ``<name>.partial.<format>`` file.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 import av
 
+from episode_recorder.sinks.h264 import open_clip_encoder
 from episode_recorder.sinks.video import VideoFileEncoder, VideoOptions, _Ring, read_message, send_message
 
 
@@ -37,6 +39,10 @@ def _failure(clip_id: int, error: BaseException) -> tuple[Any, ...]:
     return ("failed", clip_id, error, trace)
 
 
+def _sample_sender(result_fd: int, clip_id: int) -> Any:
+    return lambda sample: send_message(result_fd, ("sample", clip_id, sample))
+
+
 def serve(command_fd: int, result_fd: int) -> None:
     # Ctrl+C reaches the whole process group: let the training process decide, and keep encoding
     # until it says "quit" or goes away (then open clips are saved as partial files).
@@ -53,8 +59,10 @@ def serve(command_fd: int, result_fd: int) -> None:
             if kind == "open":
                 _, _, name, slots, height, width, path, options = message
                 ring = _Ring(slots, height, width, name=name)
+                options = VideoOptions(**options)
+                send = _sample_sender(result_fd, clip_id) if options.samples else None
                 try:
-                    clips[clip_id] = _Clip(ring, VideoFileEncoder(path, height, width, VideoOptions(**options)))
+                    clips[clip_id] = _Clip(ring, open_clip_encoder(path, height, width, options, send))
                 except Exception as error:  # reported once, then the clip's frames are skipped
                     clips[clip_id] = _Clip(ring, None, error)
                     send_message(result_fd, _failure(clip_id, error))

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from multiprocessing import shared_memory
@@ -62,6 +63,8 @@ class VideoOptions:
 
     ``bitrate`` (bits per second) replaces ``crf`` when given. ``threads`` defaults to 1 on machines
     with up to 2 cores (the step loop keeps the other one), else ``min(4, cores // 2)``.
+    ``samples``: also send the clip's H.264 samples back to the training process (for Rerun's
+    ``VideoStream``; see :mod:`episode_recorder.sinks.h264`).
 
     >>> VideoOptions(format="webm", fps=50).extension
     'webm'
@@ -73,6 +76,7 @@ class VideoOptions:
     preset: str | None = None
     bitrate: int | None = None
     threads: int | None = None
+    samples: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -103,7 +107,9 @@ class VideoFileEncoder:
     (True, 5)
     """
 
-    def __init__(self, path: str, height: int, width: int, options: VideoOptions) -> None:
+    def __init__(
+        self, path: str, height: int, width: int, options: VideoOptions, on_sample: Callable[[Any], None] | None = None
+    ) -> None:
         import av
 
         self.path = path
@@ -112,6 +118,7 @@ class VideoFileEncoder:
         self.options = options
         self._size = (height, width)
         self._pad = (0, 0)
+        self._on_sample = on_sample  # mp4 only: each packet also goes out as an H.264 sample
         rate = Fraction(options.fps).limit_denominator(1001)
         container_options = {"movflags": "+faststart"} if options.format == "mp4" else {}
         self._container = av.open(self.temp_path, "w", format=options.format, options=container_options)
@@ -125,6 +132,10 @@ class VideoFileEncoder:
                 self._stream.pix_fmt = "yuv420p"
                 self._pad = (height % 2, width % 2)
                 self._stream.options = _codec_options(options)
+                if on_sample is not None:
+                    from episode_recorder.sinks.h264 import streaming_codec_options
+
+                    self._stream.options = {**self._stream.options, **streaming_codec_options(options.fps)}
                 if options.bitrate:
                     self._stream.bit_rate = int(options.bitrate)
             self._stream.height = height + self._pad[0]
@@ -144,9 +155,7 @@ class VideoFileEncoder:
         if self.options.format == "gif":
             frame = av.VideoFrame.from_ndarray(_quantize(rgb), format="pal8")
         else:
-            if any(self._pad):
-                rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame = rgb_frame(rgb, self._pad)
         frame.pts = self.frames
         frame.time_base = 1 / self._stream.codec_context.framerate
         self._mux(frame)
@@ -177,7 +186,20 @@ class VideoFileEncoder:
 
     def _mux(self, frame: Any) -> None:
         for packet in self._stream.encode(frame):
+            if self._on_sample is not None:
+                from episode_recorder.sinks.h264 import sample_of
+
+                self._on_sample(sample_of(packet, self._stream.codec_context.extradata))
             self._container.mux(packet)
+
+
+def rgb_frame(rgb: np.ndarray, pad: tuple[int, int]) -> Any:
+    """An rgb24 ``av.VideoFrame``, padded by repeating the last ``pad`` = (rows, columns)."""
+    import av
+
+    if any(pad):
+        rgb = np.pad(rgb, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24")
 
 
 def _codec_options(options: VideoOptions) -> dict[str, str]:
@@ -271,7 +293,9 @@ class VideoEncoderProcess:
     ``write`` copies one frame into the ring and returns at once; when the ring is full it waits
     for the encoder (``when_full="wait"``, nothing lost) or skips the frame and returns False
     (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
-    ``("saved", clip, path, frames)``, ``("aborted", clip)``, ``("failed", clip, error)``.
+    ``("saved", clip, path, frames)``, ``("aborted", clip)``, ``("failed", clip, error)``, and
+    for clips opened with ``VideoOptions(samples=True)`` ``("sample", clip, (pts, keyframe, data))``
+    for each encoded frame, before the clip's ``saved``. ``path=None`` opens a clip of samples only.
     """
 
     def __init__(self, queue_frames: int = 16, when_full: WhenFull = "wait") -> None:
@@ -311,8 +335,8 @@ class VideoEncoderProcess:
         while not ready.wait(0.05):
             self._check_alive()
 
-    def open(self, path: str, height: int, width: int, options: VideoOptions) -> int:
-        """Start a clip that will be saved at ``path``; returns its id."""
+    def open(self, path: str | None, height: int, width: int, options: VideoOptions) -> int:
+        """Start a clip that will be saved at ``path`` (None: samples only); returns its id."""
         self._check_alive()
         clip = self._next_clip
         self._next_clip += 1
@@ -350,7 +374,7 @@ class VideoEncoderProcess:
         found = []
         while self._results:
             result = self._results.popleft()
-            if result[0] != "died":
+            if result[0] not in ("died", "sample"):
                 self._release(result[1])
             found.append(result)
         return found
@@ -373,7 +397,8 @@ class VideoEncoderProcess:
                 found.append(result)
                 if result[0] == "died":
                     return found
-                pending.discard(result[1])
+                if result[0] != "sample":
+                    pending.discard(result[1])
         return found
 
     def shutdown(self, timeout: float = 60.0) -> None:
