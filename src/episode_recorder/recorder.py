@@ -162,6 +162,8 @@ class Recorder:
         finally:
             self._closed = True
             self._encoder.shutdown()
+            if self.rerun is not None:
+                self.rerun.close()
         return self.clips
 
     def _open(self, segment: Segment, camera: str | None, height: int, width: int) -> tuple[int, Clip]:

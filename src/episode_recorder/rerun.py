@@ -246,8 +246,9 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         # Rows buffered since the last flush, one per frame: {"frame": i, column name: host value}.
         self._rows: list[dict[str, Any]] = []
         self._scene_steps: list[int] = []  # timeline steps whose scene poses are buffered in self.scene
-        self.blueprint = blueprint
-        if blueprint:
+        # With video frames the blueprint waits for the first frame: it has one view per camera.
+        self._blueprint_pending = blueprint and self._recorder is not None
+        if blueprint and self._recorder is None:
             self.recording_stream.send_blueprint(self.default_blueprint())
 
     # -- recording lifecycle -------------------------------------------------------------------
@@ -422,10 +423,10 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             frames = render
         self._video.add(frames, step=step)
-        cameras = sorted(frames) if isinstance(frames, dict) else None
-        if cameras is not None and cameras != self._cameras and self.blueprint:
-            self._cameras = cameras  # one 2D view per camera
+        if self._blueprint_pending:
+            self._cameras = sorted(frames) if isinstance(frames, dict) else None
             self.recording_stream.send_blueprint(self.default_blueprint())
+            self._blueprint_pending = False
 
     def _jpeg(self, frame: Any) -> bytes:
         image_module = require("PIL.Image", "core", "Logging camera frames to Rerun")

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from episode_recorder._optional import require
 from episode_recorder.frames import flatten_frames, select
 from episode_recorder.recorder import Clip, Recorder, Segment
+from episode_recorder.sinks.rerun import as_rerun_sink, row_of
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import clip_caption, log_videos, require_wandb
 
@@ -67,12 +68,14 @@ class EpisodeRenderStackWrapper(Wrapper):
         self._episode_keys: tuple[str, ...] | None = None  # None: single frames
         self._episode_frames = 0
         self._has_post_episode = False
+        self._step_scalars: dict[str, Any] = {}  # the last step's reward and action (subclasses log them)
 
     # --- UniEnv API -------------------------------------------------------------------------
     def step(self, action: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         self._step_frame = None
         self.video_step_num += 1
         obs, reward, terminated, truncated, info = self.env.step(action)
+        self._step_scalars = {"reward": reward, "action": action}
         self._capture()
         if not self._has_post_episode and self._is_render_termination(terminated, truncated):
             self._post_episode()
@@ -90,6 +93,7 @@ class EpisodeRenderStackWrapper(Wrapper):
             self.video_episode_start_step = self.video_step_num
         result = self.env.reset(*args, mask=mask, seed=seed, **kwargs)
         self._step_frame = None
+        self._step_scalars = {}
         self._capture()
         return result
 
@@ -168,7 +172,10 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
 
     Beyond UniEnv's arguments: ``fps`` (default ``env.render_fps or 30``), ``crf`` / ``preset`` /
     ``bitrate`` (see :class:`~episode_recorder.sinks.video.VideoOptions` for the defaults),
-    ``queue_frames`` and ``when_full`` (``"wait"``: never lose a frame; ``"drop"``: never wait).
+    ``queue_frames`` and ``when_full`` (``"wait"``: never lose a frame; ``"drop"``: never wait),
+    ``rerun`` (True: the global stream, a path to an ``.rrd``, or an ``rr.RecordingStream``: the
+    same encoded clips also go to Rerun, one ``VideoStream`` per camera, with the rendered env's
+    rewards and actions as scalars).
     Frames rendered after an episode ended and before the next reset belong to no episode and
     are not written.
 
@@ -190,13 +197,20 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         bitrate: int | None = None,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
+        rerun: Any = None,
     ) -> None:
         super().__init__(env, done_index=done_index, rendered_index=rendered_index, nested_separator=nested_separator)
         self.store_dir = os.path.abspath(os.fspath(store_dir))
         self.store_format = format
         self.fps = fps
         options = VideoOptions(format=format, fps=fps or 30.0, crf=crf, preset=preset, bitrate=bitrate)
-        self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full)
+        self.recorder = Recorder(
+            self.store_dir,
+            options,
+            queue_frames=queue_frames,
+            when_full=when_full,
+            rerun=as_rerun_sink(rerun, type(env).__name__),
+        )
         self._segment: Segment | None = None
 
     @property
@@ -221,7 +235,10 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
                 start_step=self.video_episode_start_step,
                 fps=self.fps or self.env.render_fps or 30,
             )
-        self._segment.add(frame)
+        scalars = self._step_scalars
+        if self.env.batch_size is not None and self.rendered_index is not None:
+            scalars = {name: row_of(value, self.rendered_index) for name, value in scalars.items()}
+        self._segment.add(frame, **scalars)
 
     def _post_episode(self) -> None:
         self._stop_segment()

@@ -5,7 +5,9 @@ Same constructor arguments, defaults, triggers, attributes and file names as Gym
 process as they are captured instead of piling up in memory until moviepy encodes them while
 training waits, and every captured frame is in the file. Extras are keyword arguments:
 ``format`` ("mp4", "webm", "gif"), ``crf`` / ``preset`` / ``bitrate``, ``on_video_saved(path, info)``,
-``sidecar`` (a ``.json`` next to each video) and ``queue_frames`` / ``when_full``.
+``sidecar`` (a ``.json`` next to each video), ``queue_frames`` / ``when_full`` and ``rerun``
+(True: the global stream, a path to an ``.rrd``, or an ``rr.RecordingStream``: the same encoded
+clips also go to Rerun as ``rr.VideoStream`` samples, with rewards and actions as scalars).
 
     >>> import gymnasium as gym, tempfile, os
     >>> from episode_recorder.gym import RecordVideo
@@ -31,6 +33,7 @@ from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
 from episode_recorder.recorder import Clip, Recorder, Segment
+from episode_recorder.sinks.rerun import as_rerun_sink
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import log_clip_to_wandb, require_wandb
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -88,6 +91,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
+        rerun: Any = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -129,9 +133,10 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.episode_id = -1
 
         self.recorder: Recorder = start_recorder(
-            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
+            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, rerun
         )
         self._segment: Segment | None = None
+        self._step_scalars: dict[str, Any] = {}  # the last step's reward and action, for Rerun
         self._recording_episode: int | None = None  # the episode an episode-triggered recording follows
         self._episode_return = 0.0
         self._episode_length = 0
@@ -147,6 +152,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self.stop_recording()
         self._episode_return, self._episode_length, self._episode_done = 0.0, 0, False
         self._stats_episode = self.episode_id
+        self._step_scalars = {}
         if self.episode_trigger and self.episode_trigger(self.episode_id):
             self.start_recording(f"{self.name_prefix}-episode-{self.episode_id}")
             self._recording_episode = self.episode_id
@@ -160,6 +166,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Step the environment, capturing a frame while recording."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.step_id += 1
+        self._step_scalars = {"reward": reward, "action": action}
         if self._recording_episode is not None:  # the episode's summary goes into the clip's metadata
             try:
                 self._episode_return += float(reward)
@@ -252,7 +259,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._add(frame)
 
     def _add(self, frame: Any) -> None:
-        self._segment.add(frame)
+        self._segment.add(frame, **self._step_scalars)
         self.recorded_frames += 1
 
 
@@ -288,6 +295,7 @@ def start_recorder(
     wandb_log_key: str | None,
     queue_frames: int,
     when_full: WhenFull,
+    rerun: Any = None,
 ) -> Recorder:
     """Set a RecordVideo wrapper's encoder attributes and start its recorder.
 
@@ -318,10 +326,12 @@ def start_recorder(
             key = wrapper.wandb_log_key if clip.env_index is None else f"{wrapper.wandb_log_key}/env_{clip.env_index}"
             log_clip_to_wandb(clip, key=key)
 
+    spec = getattr(wrapper.env, "spec", None)
     return Recorder(
         wrapper.video_folder,
         wrapper.video_options,
         queue_frames=wrapper.queue_frames,
         when_full=wrapper.when_full,
         on_saved=saved,
+        rerun=as_rerun_sink(rerun, spec.id if spec is not None else type(wrapper).__name__),
     )

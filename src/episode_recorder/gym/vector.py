@@ -31,6 +31,7 @@ import numpy as np
 from episode_recorder.frames import to_rgb
 from episode_recorder.gym import VideoSavedCallback, check_render_mode, prepare_folder, start_recorder
 from episode_recorder.recorder import Recorder, Segment
+from episode_recorder.sinks.rerun import row_of
 from episode_recorder.sinks.video import WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
 
@@ -59,7 +60,8 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
 
     The other extras match :class:`episode_recorder.gym.RecordVideo`: ``format``, ``crf``,
     ``preset``, ``bitrate``, ``on_video_saved(path, info)``, ``sidecar``, ``queue_frames``,
-    ``when_full``. A wrapper that is not recording never calls ``render()``.
+    ``when_full``, ``rerun`` (the clips also go to Rerun, ``camera[/env_{i}]``, with the recorded
+    envs' rewards and actions as scalars). A wrapper that is not recording never calls ``render()``.
 
         >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True)   # doctest: +SKIP
     """
@@ -89,6 +91,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
+        rerun: Any = None,
     ) -> None:
         VectorWrapper.__init__(self, env)
         gym.utils.RecordConstructorArgs.__init__(
@@ -138,8 +141,9 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.episode_id = -1
 
         self.recorder: Recorder = start_recorder(
-            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full
+            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, rerun
         )
+        self._step_scalars: dict[str, Any] = {}  # the last step's rewards and actions, for Rerun
         self._segment: Segment | None = None
         self._grid: np.ndarray | None = None
 
@@ -155,6 +159,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
     # --- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset (all envs, or those in ``options["reset_mask"]``), starting recordings as triggered."""
+        self._step_scalars = {}
         if self.env_indices is not None:
             return self._reset_per_env(seed, options)
         if options is None or "reset_mask" not in options or options["reset_mask"][0]:
@@ -175,6 +180,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         """Step the envs, capturing a frame while recording."""
         obs, rewards, terminations, truncations, info = self.env.step(actions)
         self.step_id += 1
+        self._step_scalars = {"reward": rewards, "action": actions}
         if self.env_indices is not None:
             self._step_per_env(rewards, terminations, truncations)
             return obs, rewards, terminations, truncations, info
@@ -258,7 +264,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         envs_frame = self.env.render()
         assert isinstance(envs_frame, Sequence), type(envs_frame)
         assert len(envs_frame) == self.num_envs
-        self._segment.add(self._tile(envs_frame))
+        self._segment.add(self._tile(envs_frame), **self._step_scalars)
         self.recorded_frames += 1
 
     def _tile(self, envs_frame: Sequence[Any]) -> np.ndarray:
@@ -349,7 +355,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             env = self._env[index]
             if env.frames == 0:
                 env.segment.start_step = step
-            env.segment.add(envs_frame[index])
+            env.segment.add(envs_frame[index], **{k: row_of(v, index) for k, v in self._step_scalars.items()})
             env.frames, env.last_step = env.frames + 1, step
             if env.frames > self.video_length:
                 self._stop_env(index)

@@ -170,6 +170,11 @@ def host_values(value: Any) -> np.ndarray | None:
     return array.astype(np.float64).reshape(-1)
 
 
+def row_of(value: Any, index: int) -> Any:
+    """Row ``index`` of a batched array (per-env rewards, actions); None for values without rows (Dict actions)."""
+    return value[index] if getattr(value, "shape", None) else None
+
+
 class ScalarTrack:
     """Per-frame scalars (``reward``, ``action``, ...) of one recording, buffered and sent in columns."""
 
@@ -217,6 +222,8 @@ class RerunVideoSink:
     module docstring). ``step_duration`` (seconds per step) defaults to ``1 / fps`` of each
     recording. ``flush_every``: samples (and scalar rows) buffered per ``send_columns``.
     ``mark_recordings=False`` leaves the ``recordings`` rows to the caller (``LogRerun`` logs them).
+    ``owns_stream``: ``close()`` disconnects the stream (writing an ``.rrd`` file's footer) instead
+    of only flushing it.
     """
 
     def __init__(
@@ -229,6 +236,7 @@ class RerunVideoSink:
         scalars_entity: str = SCALARS_ENTITY,
         flush_every: int = 64,
         mark_recordings: bool = True,
+        owns_stream: bool = False,
     ) -> None:
         if timelines not in LAYOUTS:
             raise ValueError(f"timelines must be one of {LAYOUTS}, received {timelines!r}.")
@@ -241,6 +249,14 @@ class RerunVideoSink:
         self.scalars_entity = scalars_entity
         self.flush_every = flush_every
         self.mark_recordings = mark_recordings
+        self.owns_stream = owns_stream
+
+    def close(self) -> None:
+        """Flush the stream (disconnect it when this sink made it)."""
+        if self.owns_stream:
+            self.stream.disconnect()
+        else:
+            self.stream.flush()
 
     def timelines(self, name: str, fps: float) -> Timelines:
         return Timelines.of(self.layout, name, self.step_duration or 1.0 / fps)
@@ -263,7 +279,7 @@ def as_rerun_sink(rerun: Any, application_id: str) -> RerunVideoSink | None:
     if rerun is True:
         return RerunVideoSink(resolve_stream(None, None, application_id))
     if isinstance(rerun, (str, os.PathLike)):
-        return RerunVideoSink(resolve_stream(rerun, None, application_id))
+        return RerunVideoSink(resolve_stream(rerun, None, application_id), owns_stream=True)
     rr = _rr()
     if isinstance(rerun, rr.RecordingStream):
         return RerunVideoSink(rerun)
