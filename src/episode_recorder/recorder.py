@@ -237,7 +237,7 @@ class Segment:
         self._clip_ids: dict[str | None, int] = {}
         self.frames = 0
         sink = recorder.rerun
-        self.timelines: Timelines | None = None if sink is None else sink.timelines(name, fps)
+        self.timelines: Timelines | None = None if sink is None else sink.timelines_for(name, fps)
         self._scalars: ScalarTrack | None = None if sink is None else sink.scalars(self.timelines, env_index)
 
     def add(self, frames: Any, *, step: int | None = None, reward: Any = None, action: Any = None) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -214,6 +214,7 @@ class ScalarTrack:
         )
 
 
+@dataclass
 class RerunVideoSink:
     """Where a :class:`~episode_recorder.recorder.Recorder` sends clips' samples and scalars.
 
@@ -224,32 +225,25 @@ class RerunVideoSink:
     ``mark_recordings=False`` leaves the ``recordings`` rows to the caller (``LogRerun`` logs them).
     ``owns_stream``: ``close()`` disconnects the stream (writing an ``.rrd`` file's footer) instead
     of only flushing it.
+
+        >>> sink = RerunVideoSink(rr.RecordingStream("doc"), timelines="shared")   # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        stream: rr.RecordingStream,
-        *,
-        timelines: Layout = "recording",
-        step_duration: float | None = None,
-        camera_entity: str = CAMERA_ENTITY,
-        scalars_entity: str = SCALARS_ENTITY,
-        flush_every: int = 64,
-        mark_recordings: bool = True,
-        owns_stream: bool = False,
-    ) -> None:
-        if timelines not in LAYOUTS:
-            raise ValueError(f"timelines must be one of {LAYOUTS}, received {timelines!r}.")
-        if flush_every < 1:
-            raise ValueError(f"flush_every must be >= 1, received {flush_every}.")
-        self.stream = stream
-        self.layout: Layout = timelines
-        self.step_duration = step_duration
-        self.camera_entity = camera_entity
-        self.scalars_entity = scalars_entity
-        self.flush_every = flush_every
-        self.mark_recordings = mark_recordings
-        self.owns_stream = owns_stream
+    stream: rr.RecordingStream
+    _: KW_ONLY
+    timelines: Layout = "recording"
+    step_duration: float | None = None
+    camera_entity: str = CAMERA_ENTITY
+    scalars_entity: str = SCALARS_ENTITY
+    flush_every: int = 64
+    mark_recordings: bool = True
+    owns_stream: bool = False
+
+    def __post_init__(self) -> None:
+        if self.timelines not in LAYOUTS:
+            raise ValueError(f"timelines must be one of {LAYOUTS}, received {self.timelines!r}.")
+        if self.flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, received {self.flush_every}.")
 
     def close(self) -> None:
         """Flush the stream (disconnect it when this sink made it)."""
@@ -258,8 +252,8 @@ class RerunVideoSink:
         else:
             self.stream.flush()
 
-    def timelines(self, name: str, fps: float) -> Timelines:
-        return Timelines.of(self.layout, name, self.step_duration or 1.0 / fps)
+    def timelines_for(self, name: str, fps: float) -> Timelines:
+        return Timelines.of(self.timelines, name, self.step_duration or 1.0 / fps)
 
     def video(self, timelines: Timelines, env_index: int | None, camera: str | None) -> VideoTrack:
         return VideoTrack(self.stream, entity_path(self.camera_entity, env_index, camera), timelines, self.flush_every)
