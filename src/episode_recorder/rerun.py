@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Sequence
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, SupportsFloat
 
 import numpy as np
@@ -206,7 +205,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.recording_stream = resolve_stream(save_path, recording_stream, application_id)
         self._owns_stream = save_path is not None
         self.scene = scene if scene is not None else scene_source_for(env, self.logged_envs, self.recording_stream)
-        self.frames = frames if self.log_frames and _has_video_stream() else "jpeg"
+        self.frames = frames if _has_video_stream() else "jpeg"  # how camera frames are (or would be) logged
         self.timelines: Layout = timelines
         self.jpeg_quality = jpeg_quality
         self.log_observations = log_observations
