@@ -130,29 +130,31 @@ def test_logrerun_single_env_video_is_the_rendered_frames(tmp_path: Path) -> Non
 def test_logrerun_shared_timelines_put_episodes_on_one_axis(tmp_path: Path) -> None:
     base = PatternEnv(episode_length=5)
     path = tmp_path / "shared.rrd"
-    env = LogRerun(base, save_path=path, timelines="shared", episode_trigger=lambda e: e in (0, 2))
+    env = LogRerun(base, save_path=path, timelines="shared", episode_trigger=lambda e: e in (0, 1, 3))
     env.reset(seed=0)
     assert env.sequence_timeline_name == "env_step"
-    for _ in range(17):  # episodes 0 (steps 1-5), 1 (6-10, not recorded), 2 (11-15), 3
+    for _ in range(17):  # episodes 0 (steps 1-5), 1 (6-10), 2 (11-15, not recorded), 3 (16-17)
         if env.step(env.action_space.sample())[2]:
             env.reset()
     env.close()
     samples = read_video_samples(path, "/camera", "env_step")
-    steps = [s for s, _, _ in samples]
-    assert steps == list(range(0, 6)) + list(range(10, 16))  # reset frame at the steps taken so far
-    assert samples[0][1] and samples[6][1]  # each recording starts with a keyframe
-    rendered = base.rendered[:6] + base.rendered[12:18]
-    for got, want in zip(decode_samples(samples), rendered):
-        assert psnr(got, want) >= 30
+    # Frames sit at the env steps taken so far; a reset takes no step, so episode 1's first frame
+    # shares step 5 with episode 0's last, and comes after it in the stream.
+    assert [s for s, _, _ in samples] == list(range(0, 6)) + list(range(5, 11)) + [15, 16, 17]
+    assert [i for i, (_, keyframe, _) in enumerate(samples) if keyframe] == [0, 6, 12]  # one per recording
+    decoded = decode_samples(samples)
+    assert len(decoded) == len(base.rendered) == 15
+    assert all(psnr(got, want) >= 30 for got, want in zip(decoded, base.rendered))
     rows = read_rrd(path)
     assert not any(name.startswith("episode_") for row in rows["/camera"] for name in row)
     episodes = {row["env_step"]: row["Scalars:scalars"][0] for row in rows["/scalars/episode"]}
-    assert episodes == {0: 0.0, 10: 2.0}
+    assert episodes == {0: 0.0, 5: 1.0, 15: 3.0}
     rewards = {row["env_step"]: row["Scalars:scalars"][0] for row in rows["/scalars/reward"]}
-    assert rewards[3] == 1.5 and rewards[13] == 1.5  # reward of the 3rd step of each episode
+    assert rewards[3] == 1.5 and rewards[8] == 1.5 and rewards[17] == 1.0  # 3rd, 3rd and 2nd step of an episode
     assert [(r.name, r.episode_id, r.first_step, r.frames) for r in read_recordings(path)] == [
         ("episode_0", 0, 0, {"/camera": 6}),
-        ("episode_2", 2, 10, {"/camera": 6}),
+        ("episode_1", 1, 5, {"/camera": 6}),
+        ("episode_3", 3, 15, {"/camera": 3}),
     ]
 
 

@@ -308,7 +308,8 @@ def read_recordings(path: str | os.PathLike[str]) -> list[RecordingSummary]:
 
     Works for both timeline layouts; reads with ``rerun.chunk.RrdReader`` (the file needs its
     footer: disconnect the stream first). Frames of a shared-timeline recording are those of its
-    env's camera entities from its first step to the next recording of the same env.
+    env's camera entities from its first step to the next recording of the same env (a reset takes
+    no env step, so a recording's last frame may share its step with the next one's first).
 
         >>> for r in read_recordings("runs/ant.rrd"):                          # doctest: +SKIP
         ...     print(r.name, r.episode_id, r.env_index, r.frames)
@@ -364,9 +365,15 @@ def _count_frames(
                     continue
                 later = [m.first_step for m in shared if m.first_step > marker.first_step and _same_env(m, marker)]
                 end = later[0] if later else np.iinfo(np.int64).max
-                steps = steps[(steps >= marker.first_step) & (steps < end)]
-            if len(steps):
-                marker.frames[entity] = int(len(steps))
+                # A reset takes no step: a recording's first frame can share its step with the
+                # previous one's last frame. A recording has one frame at its first step.
+                count = int(np.count_nonzero((steps > marker.first_step) & (steps < end)))
+                count += min(1, int(np.count_nonzero(steps == marker.first_step)))
+                count += max(0, int(np.count_nonzero(steps == end)) - 1)
+            else:
+                count = len(steps)
+            if count:
+                marker.frames[entity] = count
     return markers
 
 
