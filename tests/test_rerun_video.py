@@ -292,3 +292,23 @@ def test_unienv_mapping_render_to_files_and_rerun(tmp_path: Path) -> None:
 def test_bad_rerun_argument_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="rerun= takes True .* received int"):
         RecordVideo(PatternEnv(), str(tmp_path), rerun=3)
+
+
+def test_record_video_with_a_shared_timelines_sink(tmp_path: Path) -> None:
+    from episode_recorder.sinks.rerun import RerunVideoSink
+
+    base = PatternEnv(episode_length=3)
+    path = tmp_path / "shared.rrd"
+    stream = rr.RecordingStream("shared-sink")
+    stream.save(str(path))
+    sink = RerunVideoSink(stream, timelines="shared", owns_stream=True)
+    env = RecordVideo(base, str(tmp_path / "v"), episode_trigger=lambda e: True, rerun=sink)
+    run(env, 6)  # two episodes of 3 steps, both recorded, then a third one's reset frame
+    samples = read_video_samples(path, "/camera", "env_step")
+    assert [s for s, _, _ in samples] == [0, 1, 2, 3, 3, 4, 5, 6, 6]  # a reset takes no step
+    assert all(psnr(got, want) >= 30 for got, want in zip(decode_samples(samples), base.rendered, strict=True))
+    assert [(r.name, r.first_step, r.frames) for r in read_recordings(path)] == [
+        ("rl-video-episode-0", 0, {"/camera": 4}),
+        ("rl-video-episode-1", 3, {"/camera": 4}),
+        ("rl-video-episode-2", 6, {"/camera": 1}),
+    ]
