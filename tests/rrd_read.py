@@ -7,31 +7,30 @@ from pathlib import Path
 from typing import Any
 
 
-def read_rrd(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+def read_rrd(path: str | Path, durations_ns: bool = False) -> dict[str, list[dict[str, Any]]]:
     """Entity path -> rows; each row maps component/timeline column names to values, plus ``static``.
 
-    Duration timelines are integer nanoseconds."""
+    ``durations_ns``: duration timelines as integer nanoseconds, not ``timedelta`` (which cannot
+    hold e.g. 1/30 s)."""
+    import pyarrow as pa
+
     from rerun.chunk import RrdReader
 
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for chunk in RrdReader(path).stream():
         batch = chunk.to_record_batch()
         names = [n for n in batch.schema.names if n not in ("rerun.controls.RowId", "log_time", "log_tick")]
-        columns = {n: _values(batch.column(n)) for n in names}
+        columns = {}
+        for n in names:
+            column = batch.column(n)
+            if durations_ns and pa.types.is_duration(column.type):
+                column = column.cast(pa.int64())
+            columns[n] = column.to_pylist()
         for i in range(chunk.num_rows):
             row = {n: columns[n][i] for n in names}
             row["static"] = chunk.is_static
             rows[chunk.entity_path].append(row)
     return dict(rows)
-
-
-def _values(column: Any) -> list[Any]:
-    """Python values of a column; durations as integer nanoseconds (1/30 s is no whole microsecond)."""
-    import pyarrow as pa
-
-    if pa.types.is_duration(column.type):
-        column = column.cast(pa.int64())
-    return column.to_pylist()
 
 
 def component(rows: list[dict[str, Any]], name: str) -> list[Any]:

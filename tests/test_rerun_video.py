@@ -119,7 +119,7 @@ def test_logrerun_single_env_video_is_the_rendered_frames(tmp_path: Path) -> Non
     run(env, 75)
     samples = read_video_samples(path, "/camera", "episode_0_step")
     assert_stream_matches(samples, base.rendered[:71], list(range(71)))
-    rows = read_rrd(path)
+    rows = read_rrd(path, durations_ns=True)
     assert component(rows["/camera"], "VideoStream:codec") == [[rr.VideoCodec.H264.value]]
     assert not any("EncodedImage:blob" in row for row in rows["/camera"])
     assert blueprint_views(path) == {("2D", "/camera"), ("TimeSeries", "/scalars")}
@@ -145,7 +145,7 @@ def test_logrerun_shared_timelines_put_episodes_on_one_axis(tmp_path: Path) -> N
     decoded = decode_samples(samples)
     assert len(decoded) == len(base.rendered) == 15
     assert all(psnr(got, want) >= 30 for got, want in zip(decoded, base.rendered))
-    rows = read_rrd(path)
+    rows = read_rrd(path, durations_ns=True)
     assert not any(name.startswith("episode_") for row in rows["/camera"] for name in row)
     episodes = {row["env_step"]: row["Scalars:scalars"][0] for row in rows["/scalars/episode"]}
     assert episodes == {0: 0.0, 5: 1.0, 15: 3.0}
@@ -166,7 +166,7 @@ def test_logrerun_batched_env_one_stream_per_logged_env(tmp_path: Path) -> None:
     for _ in range(6):
         env.step(np.zeros((3, 2), np.float32))
     env.close()
-    rows = read_rrd(path)
+    rows = read_rrd(path, durations_ns=True)
     assert "/camera/env_1" not in rows
     # env 0 ends its episode at step 4: episode_0 has frames 0-3 (reset + 3 steps) and a stateless
     # last row; episode_1 starts with the state after step 4 (the reset inside step()).
@@ -197,7 +197,7 @@ def test_logrerun_jpeg_stays_available(tmp_path: Path) -> None:
     path = tmp_path / "jpeg.rrd"
     env = LogRerun(base, save_path=path, frames="jpeg", episode_trigger=lambda e: e == 0)
     run(env, 3)
-    rows = read_rrd(path)["/camera"]
+    rows = read_rrd(path, durations_ns=True)["/camera"]
     assert component(rows, "EncodedImage:media_type") == [["image/jpeg"]] * 4
     assert read_video_samples(path, "/camera", "episode_0_step") == []
     with pytest.raises(ValueError, match="frames must be 'video' or 'jpeg', received 'png'"):
@@ -223,7 +223,7 @@ def test_record_video_file_and_rerun_are_one_encode(tmp_path: Path) -> None:
     # Encoded once: the file and the Rerun samples decode to the very same pixels.
     assert all(np.array_equal(a, b) for a, b in zip(decode_samples(samples), file_frames, strict=True))
     assert pix_fmt == "yuv420p"
-    rows = read_rrd(path)
+    rows = read_rrd(path, durations_ns=True)
     rewards = {r["rl-video-episode-0_step"]: r["Scalars:scalars"] for r in rows["/scalars/reward"]}
     assert rewards == {t: [0.5 * t] for t in range(1, 11)}  # the step's reward on its frame
     logged_actions = {r["rl-video-episode-0_step"]: r["Scalars:scalars"] for r in rows["/scalars/action"]}
@@ -262,7 +262,7 @@ def test_vector_record_video_per_env_streams(tmp_path: Path) -> None:
         samples = read_video_samples(path, f"/camera/env_{index}", f"{name}_step")
         assert_stream_matches(samples, sub.rendered[:6], list(range(6)))
         assert len(decode(tmp_path / "v" / f"{name}.mp4")[0]) == 6
-        rows = read_rrd(path)[f"/scalars/env_{index}/reward"]
+        rows = read_rrd(path, durations_ns=True)[f"/scalars/env_{index}/reward"]
         assert {r[f"{name}_step"]: r["Scalars:scalars"][0] for r in rows} == {t: 0.5 * t for t in range(1, 6)}
 
 
@@ -285,7 +285,7 @@ def test_unienv_mapping_render_to_files_and_rerun(tmp_path: Path) -> None:
         assert_stream_matches(samples, expected, list(range(7)))
         file_frames, _, _ = decode(tmp_path / "u" / f"episode_0_step_0_key_{key}.mp4")
         assert all(np.array_equal(a, b) for a, b in zip(decode_samples(samples), file_frames, strict=True))
-    rewards = read_rrd(path)["/scalars/reward"]
+    rewards = read_rrd(path, durations_ns=True)["/scalars/reward"]
     assert {r["episode_0_step_0_step"]: r["Scalars:scalars"][0] for r in rewards} == {t: 1.0 for t in range(1, 7)}
 
 
