@@ -1,11 +1,16 @@
 """Record a few episodes of a small UniEnv env as mp4, webm and gif, then list what was written.
 
-    python examples/demo.py --out recordings
+    python examples/demo.py --out recordings/unienv
+
+Each video gets a JSON sidecar with its clip's metadata (as ``RecordVideo(sidecar=True)`` writes),
+so ``episode-recorder gallery recordings`` can show them. ``balance`` is a CartPole policy for
+``episode-recorder record CartPole-v1 --policy examples/demo.py:balance`` (see ``make demo``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +69,11 @@ class BouncingBallEnv(Env):
         return frame
 
 
+def balance(obs: np.ndarray) -> int:
+    """CartPole: push the cart towards where the pole is falling (angle plus angular velocity)."""
+    return int(obs[2] + 0.5 * obs[3] > 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="recordings", help="folder for the videos")
@@ -79,6 +89,8 @@ def main() -> None:
             env.reset()
         env.close()
         for clip in env.saved_clips:
+            sidecar = {**clip.metadata(), "env_id": "BouncingBall"}
+            Path(clip.path).with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
             with av.open(clip.path) as container:
                 frames = sum(1 for _ in container.decode(video=0))
             size = Path(clip.path).stat().st_size

@@ -1,21 +1,2 @@
-from __future__ import annotations
-
-import os
-
-import pytest
-
-# Headless rendering for MuJoCo and classic-control envs.
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-
-
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path, monkeypatch):
-    """Keep every test's caches, W&B runs and outputs under its own tmp_path (never in ~)."""
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+# The shared fixtures (isolated home, W&B offline, headless rendering) are in the repository's
+# top-level conftest.py, which also applies to the docstring examples under src/.

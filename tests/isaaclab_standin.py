@@ -82,6 +82,27 @@ class AssetData:
         return self.body_link_pose_w
 
 
+class BodyPoseOnlyData(AssetData):
+    """Data of an Isaac Lab release without ``body_link_pose_w``: the same poses as ``body_pose_w`` only."""
+
+    @property
+    def body_link_pose_w(self) -> Any:
+        raise AttributeError("body_link_pose_w")
+
+    @property
+    def body_pose_w(self) -> Any:
+        return AssetData.body_link_pose_w.fget(self)
+
+
+class ComPoseData(AssetData):
+    """Data whose ``body_pose_w`` is another frame (centres of mass, 1 m up): only the link pose is right."""
+
+    @property
+    def body_pose_w(self) -> Any:
+        com = self._buffer + torch.tensor([0, 0, 1.0, 0, 0, 0, 0])
+        return ProxyArray(com) if self._version == "3" else com
+
+
 class Asset:
     """``Articulation`` / ``RigidObject``: ``cfg.prim_path`` with ``env_.*``, ``body_names``, ``data``, physics view."""
 
@@ -116,11 +137,13 @@ def make_scene(
     physics_dt: float = 0.005,
     nested_links: bool = True,
     object_key: str = "object",
+    data_class: type[AssetData] = AssetData,
 ) -> InteractiveScene:
     """A robot (``num_links`` links, a box visual and a guide collision each) and an object per env.
 
     ``nested_links=False`` and ``object_key="Object"`` give the layout usd-rerun-logger 0.5 can read
-    (``{root}/{body_name}``), for benchmarks against it.
+    (``{root}/{body_name}``), for benchmarks against it. ``data_class`` models other releases'
+    data (``BodyPoseOnlyData``, ``ComPoseData``).
     """
     stage = Usd.Stage.CreateInMemory()
     UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
@@ -150,11 +173,11 @@ def make_scene(
     robot_view = PhysicsView([p[0] for p in link_paths], link_paths)
     robot_buffer = torch.zeros(num_envs, num_links, 7)
     scene.articulations["robot"] = Asset(
-        "/World/envs/env_.*/Robot", link_names, robot_view, AssetData(robot_buffer, version), version
+        "/World/envs/env_.*/Robot", link_names, robot_view, data_class(robot_buffer, version), version
     )
     object_buffer = torch.zeros(num_envs, 1, 7)
     scene.rigid_objects[object_key] = Asset(
-        "/World/envs/env_.*/Object", ["Object"], PhysicsView(object_paths), AssetData(object_buffer, version), version
+        "/World/envs/env_.*/Object", ["Object"], PhysicsView(object_paths), data_class(object_buffer, version), version
     )
     identity = [1.0, 0, 0, 0] if version == "2" else [0, 0, 0, 1.0]
     robot_buffer[..., 3:] = torch.tensor(identity)

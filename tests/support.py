@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +18,7 @@ from unienv_interface.backends.numpy import NumpyComputeBackend
 from unienv_interface.env_base.env import Env
 from unienv_interface.space.spaces.box import BoxSpace
 
-
-def pattern(t: int, height: int, width: int, env_index: int = 0) -> np.ndarray:
-    """A smooth frame that differs clearly from step to step (and from env to env)."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    red = 128 + 100 * np.sin(xx / 9.0 + t / 3.0)
-    green = 128 + 100 * np.cos(yy / 7.0 - t / 4.0 + env_index)
-    blue = np.full_like(xx, (37 * t + 80 * env_index) % 256)
-    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+from patterns import pattern  # noqa: F401  (light, for child processes too)
 
 
 class PatternEnv(Env):
@@ -129,3 +129,43 @@ def decode(path: str | Path) -> tuple[list[np.ndarray], str, float]:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
+
+
+def x264_settings(path: str | Path) -> str:
+    """The settings x264 wrote into an mp4's stream (its SEI message): 'cabac=1 ref=1 ... crf=23.0 ...'."""
+    match = re.search(rb"x264 - core .*? options: ([ -~]+)", Path(path).read_bytes())
+    assert match, f"no x264 settings in {path}"
+    return match.group(1).decode()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
+    """Wait until ``condition()`` is true, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+@contextlib.contextmanager
+def encoder_stopped(recorder: Any, timeout: float = 30.0) -> Iterator[None]:
+    """A Recorder's encoder process frozen (SIGSTOP): it takes no frame until the block ends.
+
+    A watchdog resumes it after ``timeout`` seconds and fails the test, so that code which waits
+    for the encoder fails instead of hanging.
+    """
+    pid = recorder._encoder._process.pid
+    fired = threading.Event()
+
+    def resume() -> None:
+        fired.set()
+        os.kill(pid, signal.SIGCONT)
+
+    watchdog = threading.Timer(timeout, resume)
+    os.kill(pid, signal.SIGSTOP)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+        os.kill(pid, signal.SIGCONT)
+    assert not fired.is_set(), f"the code under test waited {timeout} s for a frozen encoder"

@@ -3,8 +3,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import PatternEnv, decode, psnr
+from torch.overrides import TorchFunctionMode
 
+from episode_recorder import frames as frames_module
 from episode_recorder.frames import EnvRows, flatten_frames, select, to_rgb
+from episode_recorder.unienv import EpisodeVideoWrapper
+
+
+def run_steps(env, steps: int) -> None:
+    env.reset()
+    for _ in range(steps):
+        env.step(None)
 
 
 def test_uint8_rgb_is_passed_through_without_a_copy():
@@ -23,9 +33,10 @@ def test_rgba_drops_alpha_and_gray_is_repeated():
     assert out.shape == (3, 4, 3) and (out[..., 0] == gray).all() and (out[..., 2] == gray).all()
 
 
-def test_float_frames_are_scaled_clipped_and_nan_safe():
-    frame = np.array([[[0.0, 0.5, 1.0], [-3.0, 7.0, np.nan]]], np.float32)
-    assert to_rgb(frame).tolist() == [[[0, 128, 255], [0, 255, 0]]]
+def test_float_frames_in_0_1_are_scaled_and_rounding_slack_is_clipped():
+    frame = np.array([[[0.0, 0.5, 1.0], [-0.001, 1.001, 0.25]]], np.float32)
+    assert to_rgb(frame).tolist() == [[[0, 128, 255], [0, 255, 64]]]
+    # out-of-range, NaN and inf floats are errors (tests/test_reliability.py), never clipped silently
 
 
 def test_torch_frames_convert_on_their_device_then_copy():
@@ -76,3 +87,84 @@ def test_env_rows_copy_the_chosen_rows_and_never_alias_the_source(make):
     assert on_device.tolist() == [[5.0, 6.0], [1.0, 2.0]]
     assert isinstance(host, np.ndarray) and host.tolist() == [[5.0, 6.0], [1.0, 2.0]]
     assert everything.tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+
+
+class HostCopies(TorchFunctionMode):
+    """Every tensor that crosses to the host while active (``Tensor.cpu()`` / ``.numpy()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies: list[tuple[tuple[int, ...], torch.dtype, str]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("cpu", "numpy") and args and isinstance(args[0], torch.Tensor):
+            self.copies.append((tuple(args[0].shape), args[0].dtype, args[0].device.type))
+        return func(*args, **(kwargs or {}))
+
+
+class DeviceFramesEnv(PatternEnv):
+    """A batched PatternEnv whose float render tensors live on ``device``."""
+
+    def __init__(self, device: str, **kwargs) -> None:
+        super().__init__(backend="pytorch", batch_size=3, float_frames=True, **kwargs)
+        self.render_device = torch.device(device)
+
+    def render(self):
+        return super().render().to(self.render_device)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_batched_torch_frames_are_indexed_and_converted_on_their_device_before_the_host_copy(tmp_path, device):
+    base = DeviceFramesEnv(device, episode_length=4)
+    env = EpisodeVideoWrapper(base, store_dir=tmp_path, format="mp4", done_index=2, rendered_index=2)
+    spy = HostCopies()
+    with spy:
+        env.reset()
+        for _ in range(6):
+            env.step(None)
+    env.close()
+    images = [copy for copy in spy.copies if len(copy[0]) >= 3]
+    assert images, "no frame was copied to the host"
+    # only env 2's frame, already uint8: 48x64x3 bytes per step instead of 3x48x64x3 floats
+    assert set(images) == {((48, 64, 3), torch.uint8, device)}
+    decoded = decode(tmp_path / "episode_0_step_0.mp4")[0]
+    assert len(decoded) == 7
+    assert all(psnr(got, base.expected_frame(t, env_index=2)) > 30 for got, t in zip(decoded, range(1, 8)))
+
+
+def test_jax_frames_are_indexed_before_the_host_copy(tmp_path, monkeypatch):
+    jax = pytest.importorskip("jax", reason="jax is optional (pip install 'jax[cpu]')")
+    import jax.numpy as jnp
+
+    assert to_rgb(jnp.full((4, 6), 0.5, jnp.float32)).tolist() == [[[128] * 3] * 6] * 4
+    assert to_rgb(jnp.zeros((4, 6, 4), jnp.uint8)).shape == (4, 6, 3)
+
+    class JaxFramesEnv(PatternEnv):
+        def render(self):
+            return jnp.asarray(super().render())
+
+    converted: list[tuple[int, ...]] = []
+
+    class SpyNumpy:  # what episode_recorder.frames hands to numpy
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        def asarray(self, value, *args, **kwargs):
+            if isinstance(value, jax.Array):
+                converted.append(tuple(value.shape))
+            return np.asarray(value, *args, **kwargs)
+
+        array = asarray
+
+    monkeypatch.setattr(frames_module, "np", SpyNumpy())
+    base = JaxFramesEnv(batch_size=3, episode_length=4)
+    env = EpisodeVideoWrapper(base, store_dir=tmp_path, format="mp4", done_index=1, rendered_index=1)
+    run_steps(env, 5)
+    env.close()
+    assert converted and set(converted) == {(48, 64, 3)}  # env 1's frame only, never the 3 x 48 x 64 x 3 batch
+    decoded = decode(tmp_path / "episode_0_step_0.mp4")[0]
+    assert len(decoded) == 6
+    assert all(psnr(got, base.expected_frame(t, env_index=1)) > 30 for got, t in zip(decoded, range(1, 7)))

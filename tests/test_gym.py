@@ -12,7 +12,7 @@ import pytest
 from gymnasium.wrappers import RenderCollection
 
 from episode_recorder.gym import RecordVideo
-from support import decode, pattern, psnr
+from support import decode, encoder_stopped, pattern, psnr
 
 
 class CountRenders(gym.Wrapper):
@@ -244,3 +244,33 @@ def test_isaac_lab_style_env_with_step_trigger(tmp_path):
 def _at(env: IsaacStyleEnv, t: int) -> IsaacStyleEnv:
     env.t = t
     return env
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["RecordVideo", "vector.RecordVideo"])
+def test_dropped_frames_are_counted_in_sidecars_and_callbacks(tmp_path, vector):
+    """when_full="drop" against a frozen encoder: the ring's frames are kept, the rest counted as dropped."""
+    from episode_recorder.gym import vector as gym_vector
+
+    infos: list[dict[str, Any]] = []
+    options = dict(
+        episode_trigger=lambda episode: episode == 0, queue_frames=2, when_full="drop", sidecar=True,
+        finish_in_background=True,  # the vector envs end their episodes while the encoder is frozen
+        on_video_saved=lambda path, info: infos.append(info),
+    )
+    if vector:
+        envs = gym.vector.SyncVectorEnv([lambda: PatternEnv(lengths=(4,)) for _ in range(2)])
+        env = gym_vector.RecordVideo(envs, str(tmp_path), env_indices=[0, 1], **options)
+    else:
+        env = RecordVideo(PatternEnv(lengths=(4,)), str(tmp_path), **options)
+    with encoder_stopped(env.recorder):
+        env.reset(seed=0)
+        for _ in range(4):  # the reset frame and 4 steps: 5 frames per episode
+            env.step(env.action_space.sample())
+    env.close()
+    names = ["rl-video-env-0-episode-0", "rl-video-env-1-episode-0"] if vector else ["rl-video-episode-0"]
+    assert sorted(info["sidecar"] for info in infos) == [str(tmp_path / f"{name}.json") for name in names]
+    for name, info in zip(names, sorted(infos, key=lambda info: info["path"])):
+        sidecar = json.loads((tmp_path / f"{name}.json").read_text())
+        assert (sidecar["frames"], sidecar["dropped_frames"]) == (info["frames"], info["dropped_frames"]) == (2, 3)
+        decoded = decode(tmp_path / f"{name}.mp4")[0]
+        assert len(decoded) == 2 and all(psnr(got, pattern(t, 48, 64)) > 30 for got, t in zip(decoded, (1, 2)))

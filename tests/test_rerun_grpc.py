@@ -12,13 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from rerun.chunk import RrdReader
 
-pytest.importorskip("mujoco")
-pytest.importorskip("gymnasium")
-pytest.importorskip("rerun")
-from rerun.chunk import RrdReader  # noqa: E402
-
-import episode_recorder  # noqa: E402
+import episode_recorder
 
 WORKER = textwrap.dedent(
     """

@@ -6,16 +6,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import rerun as rr
+import torch
+from pxr import Gf, UsdGeom
 
-pytest.importorskip("pxr")
-rr = pytest.importorskip("rerun")
-torch = pytest.importorskip("torch")
-pytest.importorskip("gymnasium")
-
-from episode_recorder.rerun import LogRerun  # noqa: E402
-from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger  # noqa: E402
-from isaaclab_standin import IsaacLabEnv, make_scene, step  # noqa: E402
-from rrd_read import blueprint_views, component, read_rrd  # noqa: E402
+from episode_recorder.rerun import LogRerun
+from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger
+from isaaclab_standin import AssetData, BodyPoseOnlyData, ComPoseData, IsaacLabEnv, make_scene, step, write_poses
+from rrd_read import assert_usd_world_bounds, blueprint_views, component, read_rrd
 
 ENVS = [0, 2]
 
@@ -36,9 +34,11 @@ def poses_at(rows: list[dict], timeline: str, t: int) -> np.ndarray:
     return np.array(row[0]["Transform3D:translation"][0] + row[0]["Transform3D:quaternion"][0])
 
 
+# Poses come from body_link_pose_w, else (older releases) body_pose_w; with both, from the link frame.
+@pytest.mark.parametrize("data_class", [AssetData, BodyPoseOnlyData, ComPoseData])
 @pytest.mark.parametrize("version", ["2", "3"])
-def test_log_scene_poses_equal_the_data_fed_in(tmp_path, version):
-    scene = make_scene(num_envs=3, num_links=3, version=version)
+def test_log_scene_poses_equal_the_data_fed_in(tmp_path, version, data_class):
+    scene = make_scene(num_envs=3, num_links=3, version=version, data_class=data_class)
     logger = IsaacLabRerunLogger(scene, logged_envs=ENVS, save_path=tmp_path / "scene.rrd")
     truths = []
     for t in range(3):
@@ -61,6 +61,44 @@ def test_log_scene_poses_equal_the_data_fed_in(tmp_path, version):
     assert not any("collisions" in path for path in rows)  # guide purpose
     ball = rows["/World/envs/env_0/Object/geometry/ball"]  # key `object`, prim `Object`
     assert component(ball, "Ellipsoids3D:half_sizes")[0][0] == pytest.approx([0.05] * 3)
+
+
+def test_geometry_under_the_physics_poses_has_usds_world_bounds(tmp_path):
+    """Body poses equal to the stage's: every visual is where USD puts it, a turned and scaled body included."""
+    scene = make_scene(num_envs=2, num_links=3, version="3")
+    stage = scene.stage
+    body = UsdGeom.Xformable(stage.GetPrimAtPath("/World/envs/env_1/Object"))
+    body.AddRotateXYZOp().Set(Gf.Vec3f(30, 0, 45))
+    body.AddScaleOp().Set(Gf.Vec3f(2.0, 1.0, 3.0))  # physics poses are rigid: the scale stays on the visuals
+    UsdGeom.Xformable(stage.GetPrimAtPath("/World/envs/env_1/Robot/link_0/link_1")).AddRotateYOp().Set(90.0)
+    bodies = {  # per asset, per env: the body prims in body_names order, from the physics views
+        "robot": scene.articulations["robot"].root_view.link_paths,
+        "object": [[path] for path in scene.rigid_objects["object"].root_view.prim_paths],
+    }
+    cache = UsdGeom.XformCache()
+    poses = {key: np.zeros((2, len(paths[0]), 7), dtype=np.float32) for key, paths in bodies.items()}
+    for key, paths in bodies.items():
+        for env, index in np.ndindex(poses[key].shape[:2]):
+            transform = Gf.Transform(cache.GetLocalToWorldTransform(stage.GetPrimAtPath(paths[env][index])))
+            quat = transform.GetRotation().GetQuat()
+            poses[key][env, index] = [*transform.GetTranslation(), *quat.GetImaginary(), quat.GetReal()]
+    write_poses(scene, poses, "3")
+    logger = IsaacLabRerunLogger(scene, logged_envs=[0, 1], save_path=tmp_path / "scene.rrd")
+    logger.stream.set_time("step", sequence=0)
+    logger.log_scene()
+    logger.stream.disconnect()
+    rows = read_rrd(tmp_path / "scene.rrd")
+
+    visuals = {}  # entity -> prim
+    for env in (0, 1):
+        robot = f"/World/envs/env_{env}/Robot"
+        for link in range(3):
+            nested = "/".join(f"link_{i}" for i in range(link + 1))
+            visuals[f"{robot}/link_{link}/visuals/box"] = f"{robot}/{nested}/visuals/box"
+        ball = f"/World/envs/env_{env}/Object/geometry/ball"
+        visuals[ball] = ball
+    for entity, prim_path in visuals.items():
+        assert_usd_world_bounds(rows, entity, stage.GetPrimAtPath(prim_path))
 
 
 @pytest.mark.parametrize("version", ["2", "3"])
@@ -99,6 +137,9 @@ def test_unknown_pose_layout_is_a_clear_error(tmp_path):
     scene.articulations["robot"].data = SimpleNamespace(body_link_pose_w=np.zeros((1, 1, 7)))  # neither torch nor ProxyArray
     logger = IsaacLabRerunLogger(scene, save_path=tmp_path / "scene.rrd")
     with pytest.raises(ValueError, match="numpy.ndarray.*torch.Tensor.*ProxyArray"):
+        logger.record_poses()
+    scene.articulations["robot"].data = SimpleNamespace(body_state_w=torch.zeros(1, 1, 13))
+    with pytest.raises(ValueError, match="SimpleNamespace: it has neither body_link_pose_w nor body_pose_w"):
         logger.record_poses()
 
 

@@ -7,21 +7,21 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
+import rerun as rr
+import torch
+from rerun.chunk import RrdReader
 
-gym = pytest.importorskip("gymnasium")
-mujoco = pytest.importorskip("mujoco")
-rr = pytest.importorskip("rerun")
-from rerun.chunk import RrdReader  # noqa: E402
-
-from episode_recorder.rerun import LogRerun, MujocoRerunLogger  # noqa: E402
-from episode_recorder.scenes.mujoco import GEOM_KINDS  # noqa: E402
-from rrd_read import blueprint_views  # noqa: E402
+from episode_recorder.rerun import LogRerun, MujocoRerunLogger
+from episode_recorder.scenes.mujoco import GEOM_KINDS
+from rrd_read import blueprint_views
 
 
 class Rows:
-    """All rows logged to one entity: time columns and component columns, concatenated over chunks."""
+    """All rows logged to one entity: time columns and component columns, concatenated over chunks (aligned)."""
 
     def __init__(self) -> None:
         self.columns: dict[str, list[Any]] = defaultdict(list)
@@ -42,9 +42,13 @@ def read_rrd(path: Path) -> dict[str, Rows]:
         key = ("static:" if chunk.is_static else "") + chunk.entity_path
         rows = entities[key]
         rows.static = chunk.is_static
-        for name in batch.schema.names:
-            if name != "rerun.controls.RowId":
-                rows.columns[name].extend(batch.column(name).to_pylist())
+        before = len(rows)
+        names = [name for name in batch.schema.names if name != "rerun.controls.RowId"]
+        for name in names:
+            column = rows.columns.setdefault(name, [None] * before)  # aligned: None where a chunk lacks it
+            column.extend(batch.column(name).to_pylist())
+        for name in set(rows.columns) - set(names):
+            rows.columns[name].extend([None] * chunk.num_rows)
     return dict(entities)
 
 
@@ -272,6 +276,19 @@ def test_default_trigger_is_capped_cubic_and_records_whole_episodes(tmp_path: Pa
     assert timelines_of(path) == {"episode_0": 7, "episode_1": 7, "episode_8": 7}
 
 
+def pole_batches_on_disk(env: LogRerun, path: Path) -> dict[str, list[int]]:
+    """{recording: rows of each pole chunk} in the file as it is now: the stream flushed to disk, no footer yet."""
+    env.recording_stream.flush()
+    batches: dict[str, list[int]] = defaultdict(list)
+    for chunk in RrdReader(path).stream():
+        if chunk.entity_path == "/world/bodies/pole":
+            for name in chunk.timeline_names:
+                if name.endswith("_step"):
+                    batches[name[: -len("_step")]].append(chunk.num_rows)
+    return dict(batches)
+
+
+@pytest.mark.filterwarnings("ignore:RRD file has no footer")  # read while it is being written
 def test_step_trigger_records_snippets(tmp_path: Path) -> None:
     path = tmp_path / "steps.rrd"
     env = LogRerun(
@@ -281,9 +298,21 @@ def test_step_trigger_records_snippets(tmp_path: Path) -> None:
         recording_length=3,
         flush_every=2,
     )
-    run_pendulum(env, episodes=4)  # 24 steps: snippets start at steps 0, 10, 20
-    # A snippet of length N has N + 1 frames, as Gymnasium's RecordVideo; the last one is cut by close().
-    assert timelines_of(path) == {"step_0": 4, "step_10": 4, "step_20": 4}
+    on_disk_while_recording = {}
+    env.action_space.seed(0)
+    for episode in range(4):  # 24 steps: snippets start at steps 0, 10, 20
+        env.reset(seed=episode)
+        for _ in range(6):
+            env.step(env.action_space.sample())
+            if env.recording:
+                name = env.sequence_timeline_name.removesuffix("_step")
+                on_disk_while_recording[env.step_id] = pole_batches_on_disk(env, path).get(name, [])
+    # Every 2 frames the buffer is sent, while the snippet is still running. Snippet 10 spans a reset
+    # (frames: steps 10, 11, the reset, step 12), so only steps 10 and 11 are seen mid-recording.
+    assert on_disk_while_recording == {0: [], 1: [2], 2: [2], 10: [], 11: [2], 20: [], 21: [2], 22: [2]}
+    env.close()
+    # A snippet of length N has N + 1 frames, as Gymnasium's RecordVideo; sent as 2 batches of 2.
+    assert pole_batches_on_disk(env, path) == {"step_0": [2, 2], "step_10": [2, 2], "step_20": [2, 2]}
     entities = read_rrd(path)
     assert sorted(by_frame(entities["/world/bodies/pole"], "step_10_step", "Transform3D:translation")) == [0, 1, 2, 3]
 
@@ -308,6 +337,105 @@ def test_manual_recording_and_user_stream(tmp_path: Path) -> None:
     assert timelines_of(path) == {"mine": 4, "again": 1}
     assert [s.application_id for s in RrdReader(path).recordings()] == ["manual-test"]
     assert len(RrdReader(path).blueprints()) == 1
+
+
+def test_observations_and_blueprint_can_be_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "lean.rrd"
+    env = LogRerun(gym.make("InvertedPendulum-v5"), save_path=path, log_observations=False, blueprint=False)
+    run_pendulum(env, episodes=1)
+    entities = read_rrd(path)
+    assert "/scalars/observation" not in entities
+    assert sorted(entities["/scalars/reward"]["episode_0_step"]) == [1, 2, 3, 4, 5, 6]  # the rest is logged
+    assert len(entities["/world/bodies/pole"]) == 7
+    assert RrdReader(path).blueprints() == []
+
+
+class CartScene:
+    """A custom SceneSource: CartPole's cart as a box, its pose from the env's state; records what LogRerun asks."""
+
+    origin = "/cartpole"
+
+    def __init__(self, env: gym.Env) -> None:
+        self.env = env
+        self.geometry_calls = 0
+        self.buffered: list[float] = []
+        self.flushed: list[tuple[list[float], dict[str, list[int]]]] = []
+
+    def log_geometry(self, stream: rr.RecordingStream) -> None:
+        self.geometry_calls += 1
+        stream.log("cartpole/cart", rr.Boxes3D(half_sizes=[[0.25, 0.125, 0.5]]), static=True)
+
+    def record_poses(self) -> None:
+        self.buffered.append(float(self.env.unwrapped.state[0]))
+
+    def flush(self, stream: rr.RecordingStream, time_columns: Any) -> None:
+        times = {column.timeline_name(): column.as_arrow_array().to_pylist() for column in time_columns}
+        self.flushed.append((self.buffered, times))
+        translations = [[x, 0.0, 0.0] for x in self.buffered]
+        stream.send_columns(
+            "cartpole/cart", indexes=time_columns, columns=rr.Transform3D.columns(translation=translations)
+        )
+        self.buffered = []
+
+
+def test_custom_scene_source(tmp_path: Path) -> None:
+    """A ``scene=`` is driven like the built-in ones, even for an env with neither a 3D scene nor frames."""
+    path = tmp_path / "cartpole.rrd"
+    base = gym.make("CartPole-v1")
+    scene = CartScene(base)
+    env = LogRerun(base, save_path=path, scene=scene, episode_trigger=lambda _: True, flush_every=3)
+    carts = []
+    for episode in range(2):
+        env.reset(seed=episode)
+        carts.append([float(base.unwrapped.state[0])])
+        for action in (0, 1, 1, 0):
+            env.step(action)
+            carts[-1].append(float(base.unwrapped.state[0]))
+    env.close()
+
+    assert scene.geometry_calls == 1  # static geometry: once per stream
+    # Flushed every 3 frames and when each episode stops, with one time value per buffered row.
+    timelines = [[f"episode_{e}_step", f"episode_{e}_timestamp"] for e in (0, 0, 1, 1)]
+    assert [sorted(times) for _, times in scene.flushed] == timelines
+    assert [(len(poses), times[f"episode_{i // 2}_step"]) for i, (poses, times) in enumerate(scene.flushed)] == [
+        (3, [0, 1, 2]), (2, [3, 4]), (3, [0, 1, 2]), (2, [3, 4])
+    ]
+    entities = read_rrd(path)
+    assert entities["static:/cartpole/cart"]["Boxes3D:half_sizes"] == [[[0.25, 0.125, 0.5]]]
+    cart = entities["/cartpole/cart"]
+    for episode in range(2):
+        logged = by_frame(cart, f"episode_{episode}_step", "Transform3D:translation")
+        assert [logged[f][0][0] for f in range(5)] == pytest.approx(carts[episode])
+    assert blueprint_views(path) == {("3D", "/cartpole"), ("TimeSeries", "/scalars")}
+
+
+def test_custom_scene_replaces_the_mujoco_scene(tmp_path: Path) -> None:
+    path = tmp_path / "pendulum.rrd"
+    base = gym.make("InvertedPendulum-v5")
+    base.unwrapped.state = np.zeros(1)  # CartScene reads state[0]
+    env = LogRerun(base, save_path=path, scene=CartScene(base))
+    run_pendulum(env, episodes=1)
+    entities = read_rrd(path)
+    assert "/cartpole/cart" in entities and not any(key.startswith(("/world", "static:/world")) for key in entities)
+
+
+def test_global_rr_init_stream(tmp_path: Path) -> None:
+    """With neither save_path nor recording_stream, LogRerun logs to the stream of ``rr.init``."""
+    path = tmp_path / "global.rrd"
+    assert rr.get_global_data_recording() is None
+    rr.init("global-app", recording_id="global-run")
+    try:
+        rr.save(path)
+        env = LogRerun(gym.make("InvertedPendulum-v5"), episode_trigger=lambda _: True)
+        run_pendulum(env, episodes=2)  # close() flushes the stream; it is not LogRerun's to disconnect
+        assert rr.get_global_data_recording() is not None
+        rr.disconnect()
+    finally:
+        rr.set_global_data_recording(None)
+    (store,) = RrdReader(path).recordings()
+    assert (store.application_id, store.recording_id) == ("global-app", "global-run")
+    assert timelines_of(path) == {"episode_0": 7, "episode_1": 7}
+    assert blueprint_views(path) == {("3D", "/world"), ("TimeSeries", "/scalars")}
 
 
 def test_camera_frames_are_jpeg(tmp_path: Path) -> None:
@@ -350,8 +478,7 @@ def test_env_without_scene_logs_frames_or_refuses(tmp_path: Path) -> None:
 
 
 def test_no_stream_is_a_clear_error() -> None:
-    if rr.get_data_recording() is not None:
-        pytest.skip("a global Rerun recording exists in this process")
+    assert rr.get_data_recording() is None  # no test leaves a global recording behind
     with pytest.raises(ValueError, match="save_path=.*recording_stream="):
         LogRerun(gym.make("InvertedPendulum-v5"))
 
@@ -362,9 +489,6 @@ class BatchedEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self) -> None:
-        import torch
-
-        self.torch = torch
         self.num_envs = 3
         self.render_mode = "rgb_array"
         self.observation_space = gym.spaces.Box(-10, 10, (3, 2))
@@ -373,11 +497,10 @@ class BatchedEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         self.t = 0
-        return self.torch.zeros(3, 2), {}
+        return torch.zeros(3, 2), {}
 
     def step(self, action: Any) -> Any:
         self.t += 1
-        torch = self.torch
         obs = torch.arange(6, dtype=torch.float32).reshape(3, 2) + self.t
         reward = torch.tensor([1.0, 2.0, 3.0]) * self.t
         terminated = torch.tensor([False, False, self.t == 2])
@@ -388,7 +511,6 @@ class BatchedEnv(gym.Env):
 
 
 def test_batched_env_logs_the_chosen_envs(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
     path = tmp_path / "batched.rrd"
     env = LogRerun(BatchedEnv(), logged_envs=[0, 2], save_path=path)
     env.reset()

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import rerun as rr
+from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt
 
-pxr = pytest.importorskip("pxr")
-rr = pytest.importorskip("rerun")
-
-from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt  # noqa: E402
-
-from episode_recorder.scenes.usd import UsdRerunLogger, triangulate  # noqa: E402
-from rrd_read import component, read_rrd  # noqa: E402
+from episode_recorder.scenes.usd import UsdRerunLogger, triangulate
+from rrd_read import assert_usd_world_bounds, component, local_bounds, read_rrd
 
 
 def record(stage: Usd.Stage, tmp_path: Path, time_codes=(None,), **kwargs) -> dict:
@@ -175,6 +173,45 @@ def test_materials_constant_texture_subsets_and_unreadable_texture(tmp_path):
     assert component(rows["/World/split"], "Mesh3D:triangle_indices") == []  # every face is in a subset
 
 
+def test_material_inputs_and_node_graphs_are_followed(tmp_path):
+    """Shader inputs read from the material's interface, and textures wrapped in a node graph (USDZ, Omniverse)."""
+    from PIL import Image
+
+    Image.fromarray(np.full((2, 2, 3), (40, 50, 60), dtype=np.uint8)).save(tmp_path / "grain.png")
+    stage = Usd.Stage.CreateNew(str(tmp_path / "graphs.usda"))
+    tinted = UsdShade.Material.Define(stage, "/Looks/tinted")
+    shader = UsdShade.Shader.Define(stage, "/Looks/tinted/surface")
+    shader.CreateIdAttr("UsdPreviewSurface")
+    tint = tinted.CreateInput("tint", Sdf.ValueTypeNames.Color3f)
+    tint.Set(Gf.Vec3f(0, 0, 1))
+    shader.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).ConnectToSource(tint)
+    tinted.CreateSurfaceOutput().ConnectToSource(shader.ConnectableAPI(), "surface")
+    grained = UsdShade.Material.Define(stage, "/Looks/grained")
+    shader = UsdShade.Shader.Define(stage, "/Looks/grained/surface")
+    shader.CreateIdAttr("UsdPreviewSurface")
+    file_name = grained.CreateInput("file", Sdf.ValueTypeNames.Asset)
+    file_name.Set("./grain.png")
+    graph = UsdShade.NodeGraph.Define(stage, "/Looks/grained/graph")
+    texture = UsdShade.Shader.Define(stage, "/Looks/grained/graph/texture")
+    texture.CreateIdAttr("UsdUVTexture")
+    texture.CreateInput("file", Sdf.ValueTypeNames.Asset).ConnectToSource(file_name)
+    rgb = graph.CreateOutput("rgb", Sdf.ValueTypeNames.Float3)
+    rgb.ConnectToSource(texture.ConnectableAPI(), "rgb")
+    shader.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).ConnectToSource(rgb)
+    grained.CreateSurfaceOutput().ConnectToSource(shader.ConnectableAPI(), "surface")
+    cube = UsdGeom.Cube.Define(stage, "/World/tinted")
+    UsdShade.MaterialBindingAPI.Apply(cube.GetPrim()).Bind(tinted)
+    mesh = quad_mesh(stage, "/World/grained")
+    UsdShade.MaterialBindingAPI.Apply(mesh.GetPrim()).Bind(grained)
+    stage.Save()
+
+    rows = record(stage, tmp_path)
+
+    assert component(rows["/World/tinted"], "Boxes3D:colors")[0] == [0x0000FFFF]
+    (pixels,) = component(rows["/World/grained"], "Mesh3D:albedo_texture_buffer")[0]
+    assert pixels == [40, 50, 60] * 4
+
+
 def test_path_filter_guides_and_invisible_prims(tmp_path):
     stage = Usd.Stage.CreateInMemory()
     for path in ("/World/robot/base", "/World/robot/arm", "/World/BlackGrid/tile", "/Other/cube"):
@@ -275,3 +312,175 @@ def test_omnipbr_diffuse_color(tmp_path):
     rows = record(stage, tmp_path)
 
     assert component(rows["/World/green"], "Boxes3D:colors")[0] == [0x00FF00FF]
+
+
+AXES = ("X", "Y", "Z")
+
+
+def every_primitive_on_every_axis(stage: Usd.Stage) -> list[str]:
+    """Each kind (each axis for the axis-ed ones), every size authored unequal, under moved/turned/scaled parents."""
+    paths = []
+
+    def place(kind: Any, name: str, index: int) -> Any:
+        parent = UsdGeom.Xform.Define(stage, f"/World/{name}")
+        parent.AddTranslateOp().Set(Gf.Vec3d(index, -2.0 * index, 0.5))
+        parent.AddRotateXYZOp().Set(Gf.Vec3f(10.0 * index, 45, 30))
+        prim = kind.Define(stage, f"/World/{name}/shape")
+        prim.AddRotateZOp().Set(90.0)
+        prim.AddScaleOp().Set(Gf.Vec3f(1.0, 2.0, 0.5))
+        paths.append(str(prim.GetPath()))
+        return prim
+
+    index = 0
+    for axis in AXES:
+        capsule = place(UsdGeom.Capsule, f"capsule_{axis}", index := index + 1)
+        capsule.CreateRadiusAttr(0.1), capsule.CreateHeightAttr(0.4), capsule.CreateAxisAttr(axis)
+        cylinder = place(UsdGeom.Cylinder, f"cylinder_{axis}", index := index + 1)
+        cylinder.CreateRadiusAttr(0.2), cylinder.CreateHeightAttr(0.7), cylinder.CreateAxisAttr(axis)
+        cone = place(UsdGeom.Cone, f"cone_{axis}", index := index + 1)
+        cone.CreateRadiusAttr(0.25), cone.CreateHeightAttr(0.9), cone.CreateAxisAttr(axis)
+        plane = place(UsdGeom.Plane, f"plane_{axis}", index := index + 1)
+        plane.CreateWidthAttr(2.0), plane.CreateLengthAttr(3.0), plane.CreateAxisAttr(axis)
+    place(UsdGeom.Cube, "cube", index := index + 1).CreateSizeAttr(0.6)
+    place(UsdGeom.Sphere, "sphere", index := index + 1).CreateRadiusAttr(0.35)
+    points = place(UsdGeom.Points, "points", index := index + 1)
+    points.CreatePointsAttr([(0, 0, 0), (1, 2, 3), (-1, 0.5, 0)])
+    points.CreateWidthsAttr([0.1, 0.4, 0.2])
+    mesh = quad_mesh(stage, "/World/mesh")
+    mesh.AddTranslateOp().Set(Gf.Vec3d(0, 0, 1))
+    mesh.AddRotateXOp().Set(35.0)
+    paths.append("/World/mesh")
+    # Drawn inside a drawn prim: its pose is relative to the cube, which must not be applied twice.
+    inner = UsdGeom.Cylinder.Define(stage, "/World/cube/shape/inner")
+    inner.CreateAxisAttr("X"), inner.AddTranslateOp().Set(Gf.Vec3d(0.5, 0, 0))
+    paths.append("/World/cube/shape/inner")
+    return paths
+
+
+@pytest.mark.parametrize("meters_per_unit", [1.0, 0.01])
+def test_every_primitive_on_every_axis_has_usds_own_world_bounds(tmp_path, meters_per_unit):
+    """The bounds of what is drawn, under the logged transforms, equal ``UsdGeom.Imageable.ComputeWorldBound``."""
+    stage = Usd.Stage.CreateInMemory()
+    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
+    UsdGeom.SetStageMetersPerUnit(stage, meters_per_unit)
+    paths = every_primitive_on_every_axis(stage)
+
+    rows = record(stage, tmp_path)
+
+    for path in paths:
+        assert_usd_world_bounds(rows, path, stage.GetPrimAtPath(path), scale=meters_per_unit)
+
+
+def outward_facing(vertices: Any, triangles: Any) -> np.ndarray:
+    """Per triangle: whether its counter-clockwise (Rerun's front-face) normal points away from the centre."""
+    vertices, triangles = np.asarray(vertices, dtype=np.float64), np.asarray(triangles)
+    a, b, c = (vertices[triangles[:, k]] for k in range(3))
+    normals = np.cross(b - a, c - a)
+    return np.einsum("ij,ij->i", normals, (a + b + c) / 3 - vertices.mean(axis=0)) > 0
+
+
+def test_plane_and_cone_follow_the_axis(tmp_path):
+    """Plane: width along x (axis Z, Y) or z (axis X), length along y (Z, X) or z (Y). Cone: apex at +axis."""
+    stage = Usd.Stage.CreateInMemory()
+    for axis in AXES:
+        plane = UsdGeom.Plane.Define(stage, f"/World/plane_{axis}")
+        plane.CreateWidthAttr(2.0), plane.CreateLengthAttr(3.0), plane.CreateAxisAttr(axis)
+        cone = UsdGeom.Cone.Define(stage, f"/World/cone_{axis}")
+        cone.CreateRadiusAttr(0.5), cone.CreateHeightAttr(4.0), cone.CreateAxisAttr(axis)
+
+    rows = record(stage, tmp_path)
+
+    extents = {axis: np.ptp(local_bounds(rows[f"/World/plane_{axis}"]), axis=0) for axis in AXES}
+    assert extents["X"].tolist() == [0.0, 3.0, 2.0]
+    assert extents["Y"].tolist() == [2.0, 0.0, 3.0]
+    assert extents["Z"].tolist() == [2.0, 3.0, 0.0]
+    for index, axis in enumerate(AXES):
+        cone = rows[f"/World/cone_{axis}"]
+        vertices = np.array(component(cone, "Mesh3D:vertex_positions")[0])
+        apex = np.zeros(3)
+        apex[index] = 2.0
+        assert (np.abs(vertices - apex).max(axis=1) < 1e-6).sum() == 1  # one apex, at +height/2 on the axis
+        assert (np.abs(vertices[:, index] + 2.0) < 1e-6).sum() == len(vertices) - 1  # the base at -height/2
+        assert outward_facing(vertices, component(cone, "Mesh3D:triangle_indices")[0]).all()
+
+
+PYRAMID_POINTS = [(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (0.5, 0.5, 1)]
+PYRAMID_FACES = [[0, 3, 2, 1], [0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]]  # counter-clockwise seen from outside
+
+
+@pytest.mark.parametrize("normals", [None, UsdGeom.Tokens.faceVarying])
+@pytest.mark.parametrize("orientation", [UsdGeom.Tokens.rightHanded, UsdGeom.Tokens.leftHanded])
+def test_left_handed_meshes_keep_their_front_faces_outside(tmp_path, orientation, normals):
+    """A leftHanded mesh lists each face clockwise seen from the front: its triangles are reversed for Rerun."""
+    faces = PYRAMID_FACES if orientation == UsdGeom.Tokens.rightHanded else [f[::-1] for f in PYRAMID_FACES]
+    stage = Usd.Stage.CreateInMemory()
+    mesh = UsdGeom.Mesh.Define(stage, "/World/pyramid")
+    mesh.CreatePointsAttr(PYRAMID_POINTS)
+    mesh.CreateFaceVertexCountsAttr([len(f) for f in faces])
+    mesh.CreateFaceVertexIndicesAttr([i for f in faces for i in f])
+    mesh.CreateOrientationAttr(orientation)
+    if normals is not None:  # one outward normal per corner: one logged vertex per corner
+        points = np.array(PYRAMID_POINTS, dtype=np.float64)
+        corner_normals = []
+        for face in faces:
+            normal = points[face].mean(axis=0) - points.mean(axis=0)
+            corner_normals += [tuple(normal / np.linalg.norm(normal))] * len(face)
+        mesh.CreateNormalsAttr(corner_normals)
+        mesh.SetNormalsInterpolation(normals)
+
+    rows = record(stage, tmp_path)
+
+    pyramid = rows["/World/pyramid"]
+    vertices = np.array(component(pyramid, "Mesh3D:vertex_positions")[0])
+    triangles = np.array(component(pyramid, "Mesh3D:triangle_indices")[0])
+    assert len(triangles) == 6 and len(vertices) == (5 if normals is None else 16)
+    assert outward_facing(vertices, triangles).all()
+    if normals is not None:  # the authored normals agree with the winding Rerun sees
+        vertex_normals = np.array(component(pyramid, "Mesh3D:vertex_normals")[0])
+        a, b, c = (vertices[triangles[:, k]] for k in range(3))
+        winding = np.cross(b - a, c - a)
+        assert (np.einsum("ij,ij->i", winding, vertex_normals[triangles[:, 0]]) > 0).all()
+
+
+def omnipbr_material(stage: Usd.Stage, path: str, color=None, texture: str | None = None) -> UsdShade.Material:
+    """An OmniPBR material as Isaac Sim writes it: an MDL shader, ``outputs:mdl:surface``."""
+    material = UsdShade.Material.Define(stage, path)
+    shader = UsdShade.Shader.Define(stage, f"{path}/Shader")
+    shader.SetSourceAsset("OmniPBR.mdl", "mdl")
+    shader.SetSourceAssetSubIdentifier("OmniPBR", "mdl")
+    if color is not None:
+        shader.CreateInput("diffuse_color_constant", Sdf.ValueTypeNames.Color3f).Set(Gf.Vec3f(*color))
+    if texture is not None:
+        shader.CreateInput("diffuse_texture", Sdf.ValueTypeNames.Asset).Set(texture)
+    material.CreateSurfaceOutput("mdl").ConnectToSource(shader.ConnectableAPI(), "out")
+    return material
+
+
+def test_omnipbr_diffuse_texture_is_found_relative_to_its_layer_and_logged(tmp_path):
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    (tmp_path / "robot" / "textures").mkdir(parents=True)
+    Image.fromarray(pixels).save(tmp_path / "robot" / "textures" / "paint.png")
+    # The asset lives in robot/ and names its texture relative to itself; the stage opening it is elsewhere.
+    asset = Usd.Stage.CreateNew(str(tmp_path / "robot" / "robot.usda"))
+    UsdGeom.Xform.Define(asset, "/Robot")
+    painted = omnipbr_material(asset, "/Robot/Looks/paint", color=(0, 1, 0), texture="./textures/paint.png")
+    body = quad_mesh(asset, "/Robot/body")
+    UsdShade.MaterialBindingAPI.Apply(body.GetPrim()).Bind(painted)
+    asset.SetDefaultPrim(asset.GetPrimAtPath("/Robot"))
+    asset.Save()
+    (tmp_path / "scene").mkdir()
+    stage = Usd.Stage.CreateNew(str(tmp_path / "scene" / "scene.usda"))
+    UsdGeom.Xform.Define(stage, "/World/robot").GetPrim().GetReferences().AddReference("../robot/robot.usda")
+    stage.Save()
+
+    rows = record(stage, tmp_path)
+
+    body = rows["/World/robot/body"]
+    texture = component(body, "Mesh3D:albedo_texture_buffer")
+    assert len(texture) == 1 and texture[0][0] == pixels.reshape(-1).tolist()  # the image, pixel for pixel
+    (texture_format,) = component(body, "Mesh3D:albedo_texture_format")[0]
+    assert (texture_format["width"], texture_format["height"]) == (6, 4)
+    assert component(body, "Mesh3D:albedo_factor") == []  # the texture wins over diffuse_color_constant
+    assert len(component(body, "Mesh3D:vertex_texcoords")[0]) == 9

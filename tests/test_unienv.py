@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import errno
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from support import PatternEnv, decode, psnr
+from support import PatternEnv, decode, psnr, x264_settings
 from unienv_interface.env_base.wrapper import Wrapper
 from unienv_interface.wrapper import EpisodeRenderStackWrapper as UniEnvRenderStack
 
@@ -102,11 +107,40 @@ def test_each_episode_is_a_file_with_every_captured_frame(tmp_path, fmt):
     assert decode(tmp_path / names[0])[2] == pytest.approx(25)  # env.render_fps
 
 
+MEMORY_SCRIPT = """
+import json, sys
+import psutil
+from support import PatternEnv
+from episode_recorder.unienv import EpisodeVideoWrapper
+
+short, long = 100, 1200
+env = EpisodeVideoWrapper(PatternEnv(height=144, width=192, episode_length=10**6), store_dir=sys.argv[1], format="mp4")
+me = psutil.Process()
+encoder = psutil.Process(env.recorder._encoder._process.pid)
+rss = {}
+env.reset()
+for step in range(1, long + 1):
+    env.step(None)
+    if step in (short, long):  # the same episode, 100 vs 1200 frames (83 KB each) so far
+        rss[step] = {"wrapper": me.memory_info().rss, "encoder": encoder.memory_info().rss}
+env.close()
+print(json.dumps(rss))
+"""
+
+
 def test_the_video_wrapper_holds_no_frames(tmp_path):
-    env = EpisodeVideoWrapper(PatternEnv(episode_length=50), store_dir=tmp_path, format="mp4")
-    run(env, 30)
-    assert env.episodic_frames == []
-    env.close()
+    """Memory does not grow with episode length: RSS after 1200 frames of one episode vs after 100."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), str(Path(__file__).parent)]))
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    rss = json.loads(done.stdout.splitlines()[-1])
+    held = (1200 - 100) * 144 * 192 * 3  # 91 MB, if the wrapper kept the episode's frames
+    for process in ("wrapper", "encoder"):
+        growth = rss["1200"][process] - rss["100"][process]
+        assert growth < held / 5, f"the {process} process grew by {growth / 1e6:.1f} MB over 1100 frames"
+    assert len(decode(tmp_path / "episode_0_step_0.mp4")[0]) == 1201
 
 
 def test_mapping_frames_give_one_file_per_camera(tmp_path):
@@ -174,14 +208,42 @@ def test_single_frame_episodes_are_not_written_and_keep_their_number(tmp_path):
 
 
 def test_fps_and_encoder_options_can_be_overridden(tmp_path):
-    env = EpisodeVideoWrapper(PatternEnv(render_fps=None, episode_length=3), store_dir=tmp_path / "a", format="mp4")
-    run(env, 3)
-    env.close()
-    assert decode(tmp_path / "a" / "episode_0_step_0.mp4")[2] == pytest.approx(30)
-    env = EpisodeVideoWrapper(PatternEnv(episode_length=3), store_dir=tmp_path / "b", format="mp4", fps=12, crf=40)
-    run(env, 3)
-    env.close()
-    assert decode(tmp_path / "b" / "episode_0_step_0.mp4")[2] == pytest.approx(12)
+    def episode(folder: str, **options) -> Path:
+        env = EpisodeVideoWrapper(PatternEnv(episode_length=12, **options.pop("env", {})), store_dir=tmp_path / folder, format="mp4", **options)
+        run(env, 12)
+        env.close()
+        return tmp_path / folder / "episode_0_step_0.mp4"
+
+    default = episode("default", env={"render_fps": None})
+    assert decode(default)[2] == pytest.approx(30)
+    assert "crf=23.0" in x264_settings(default) and "subme=2" in x264_settings(default)  # VideoOptions' defaults
+    coarse = episode("coarse", fps=12, crf=45, preset="ultrafast")
+    assert decode(coarse)[2] == pytest.approx(12)
+    settings = x264_settings(coarse)
+    assert "crf=45.0" in settings and "cabac=0" in settings and "me=dia" in settings  # crf and preset reached x264
+    capped = x264_settings(episode("capped", bitrate=150_000))
+    assert "rc=abr" in capped and "bitrate=150" in capped and "crf=" not in capped
+
+
+def test_an_encoder_error_mid_episode_reaches_the_next_step_with_the_original_exception(tmp_path):
+    """The disk fills up in the middle of an episode (a 64 KiB tmpfs): the next step() raises ENOSPC."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        env = EpisodeVideoWrapper(PatternEnv(height=240, width=320, episode_length=10**6), store_dir=disk, format="mp4", crf=0)
+        env.reset()
+        with pytest.raises(OSError) as info:
+            for _ in range(2000):
+                env.step(None)
+        assert info.value.errno == errno.ENOSPC and type(info.value).__module__ == "av.error"
+        assert any("while encoding" in note and "episode_0_step_0.mp4" in note for note in info.value.__notes__)
+        assert any("in the encoder process" in note for note in info.value.__notes__)
+        env.close()
+        assert os.listdir(disk) == [".episode_0_step_0.mp4.part"]  # no file under a final name; what fit is kept for recover()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 class ShrinkingEnv(PatternEnv):

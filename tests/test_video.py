@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -12,10 +14,10 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from support import decode, pattern, psnr
+from support import decode, encoder_stopped, pattern, psnr, wait_for, x264_settings
 
 from episode_recorder.recorder import Recorder
-from episode_recorder.sinks.video import EncoderProcessDied, VideoOptions
+from episode_recorder.sinks.video import EncoderProcessDied, VideoFileEncoder, VideoOptions
 
 CODECS = {"mp4": "h264", "webm": "vp9", "gif": "gif"}
 MIN_PSNR = {"mp4": 30.0, "webm": 30.0, "gif": 20.0}
@@ -74,21 +76,71 @@ def test_a_file_appears_under_its_final_name_only_when_complete(tmp_path):
     segment = recorder.start("episode")
     for t in range(30):
         segment.add(pattern(t, 64, 64))
-    time.sleep(0.5)  # let the encoder catch up: the file is still in progress
+    (clip_id,) = segment._clip_ids.values()
+    ring = recorder._encoder._rings[clip_id]
+    wait_for(lambda: int(ring.taken[0]) == 30, "the encoder to take all 30 frames")
+    # Every frame is encoded, but the clip is still open: only the hidden temporary file exists.
     assert not (tmp_path / "episode.mp4").exists()
     assert (tmp_path / ".episode.mp4.part").exists()
     segment.stop()
+    wait_for((tmp_path / "episode.mp4").exists, "the final file")
+    # The first moment the final name exists, the file is complete (it is renamed, never written in place).
+    assert len(decode(tmp_path / "episode.mp4")[0]) == 30
+    assert not (tmp_path / ".episode.mp4.part").exists()
     recorder.close()
-    assert (tmp_path / "episode.mp4").exists() and not (tmp_path / ".episode.mp4.part").exists()
+
+
+def noisy_frames(count: int = 45, height: int = 64, width: int = 96) -> list[np.ndarray]:
+    """Frames with enough detail that quality settings change the bits spent on them."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(-40, 40, (count, height, width, 3))
+    return [np.clip(pattern(t, height, width) + noise[t], 0, 255).astype(np.uint8) for t in range(count)]
+
+
+def encode(path: Path, frames: list[np.ndarray], **options) -> Path:
+    encoder = VideoFileEncoder(str(path), *frames[0].shape[:2], VideoOptions(fps=30, **options))
+    for frame in frames:
+        encoder.write(frame)
+    return Path(encoder.close())
+
+
+def mean_psnr(path: Path, frames: list[np.ndarray]) -> float:
+    decoded = decode(path)[0]
+    assert len(decoded) == len(frames)
+    return float(np.mean([psnr(a, b) for a, b in zip(decoded, frames)]))
+
+
+def bits_per_second(path: Path, frames: int, fps: float = 30) -> float:
+    return path.stat().st_size * 8 / (frames / fps)
 
 
 def test_encoder_settings_change_the_output(tmp_path):
-    frames = [pattern(t, 96, 128) for t in range(20)]
-    small = record(tmp_path / "a", frames, format="mp4", crf=45)
-    large = record(tmp_path / "b", frames, format="mp4", crf=12, preset="ultrafast")
-    assert small.stat().st_size * 3 < large.stat().st_size
-    with av.open(str(record(tmp_path / "c", frames, format="webm", bitrate=200_000))) as container:
-        assert container.streams.video[0].codec_context.name == "vp9"
+    frames = noisy_frames()
+    default, coarse, fine = (encode(tmp_path / f"{name}.mp4", frames, **options) for name, options in
+                             [("default", {}), ("coarse", {"crf": 40}), ("fine", {"crf": 12})])
+    assert "crf=23.0" in x264_settings(default) and "subme=2" in x264_settings(default)  # preset veryfast
+    assert "crf=40.0" in x264_settings(coarse) and "crf=12.0" in x264_settings(fine)
+    assert coarse.stat().st_size * 3 < default.stat().st_size < fine.stat().st_size / 1.5
+    assert mean_psnr(coarse, frames) + 1 < mean_psnr(default, frames) < mean_psnr(fine, frames) - 0.5
+
+    ultrafast = x264_settings(encode(tmp_path / "ultrafast.mp4", frames, preset="ultrafast"))
+    assert "cabac=0" in ultrafast and "me=dia" in ultrafast and "subme=0" in ultrafast
+
+    for target in (100_000, 800_000):  # bitrate replaces crf: average bitrate, close to the target
+        path = encode(tmp_path / f"abr_{target}.mp4", frames, bitrate=target)
+        assert "rc=abr" in x264_settings(path) and f"bitrate={target // 1000}" in x264_settings(path)
+        assert 0.65 * target < bits_per_second(path, len(frames)) < 1.35 * target
+
+    sharp, blurry = encode(tmp_path / "sharp.webm", frames, format="webm", crf=10), encode(
+        tmp_path / "blurry.webm", frames, format="webm", crf=60
+    )
+    assert blurry.stat().st_size * 5 < sharp.stat().st_size
+    assert mean_psnr(blurry, frames) + 2 < mean_psnr(sharp, frames)
+    low, high = (encode(tmp_path / f"vp9_{b}.webm", frames, format="webm", bitrate=b) for b in (100_000, 600_000))
+    assert bits_per_second(low, len(frames)) < 1.5 * 100_000 < 2 * bits_per_second(low, len(frames))
+    assert low.stat().st_size * 2 < high.stat().st_size
+    speed5, speed8 = (encode(tmp_path / f"speed{p}.webm", frames, format="webm", preset=p) for p in ("5", "8"))
+    assert speed5.read_bytes() != speed8.read_bytes()  # preset is libvpx's cpu-used
 
 
 def test_an_encoder_error_reaches_the_caller_with_the_original_exception(tmp_path):
@@ -107,15 +159,35 @@ def test_an_encoder_error_reaches_the_caller_with_the_original_exception(tmp_pat
 
 
 def test_drop_policy_never_waits_and_counts_what_it_dropped(tmp_path):
-    recorder = Recorder(tmp_path, VideoOptions(format="webm", preset="0"), queue_frames=1, when_full="drop")
-    segment = recorder.start("fast")
-    for t in range(30):
-        segment.add(pattern(t, 240, 320))
+    recorder = Recorder(tmp_path, VideoOptions(format="mp4"), queue_frames=3, when_full="drop")
+    frames = [pattern(t, 48, 64) for t in range(30)]
+    with encoder_stopped(recorder):  # fails if add() waits for it
+        segment = recorder.start("fast")
+        for frame in frames:
+            segment.add(frame)
+        (clip,) = segment.stop()
+    recorder.close()
+    assert (clip.frames, clip.dropped_frames) == (3, 27)  # the ring's 3 slots, then nothing was taken
+    decoded = decode(clip.path)[0]
+    assert len(decoded) == 3 and all(psnr(got, want) > 30 for got, want in zip(decoded, frames))
+
+
+def test_wait_policy_waits_for_a_frozen_encoder_and_loses_nothing(tmp_path):
+    recorder = Recorder(tmp_path, VideoOptions(format="mp4"), queue_frames=2)
+    frames = [pattern(t, 48, 64) for t in range(10)]
+    segment = recorder.start("patient")
+    with encoder_stopped(recorder):
+        adding = threading.Thread(target=lambda: [segment.add(frame) for frame in frames])
+        adding.start()
+        wait_for(lambda: segment.frames == 2, "the ring to fill")
+        adding.join(0.2)
+        assert adding.is_alive() and segment.frames == 2  # the third add waits for a slot
+    adding.join(60)
     (clip,) = segment.stop()
     recorder.close()
-    assert clip.dropped_frames > 0
-    assert clip.frames + clip.dropped_frames == 30
-    assert len(decode(clip.path)[0]) == clip.frames
+    decoded = decode(clip.path)[0]
+    assert clip.dropped_frames == 0 and len(decoded) == 10
+    assert all(psnr(got, want) > 30 for got, want in zip(decoded, frames))
 
 
 def test_wait_policy_loses_nothing_with_a_tiny_queue(tmp_path):
@@ -173,23 +245,69 @@ def test_sigkill_mid_episode_leaves_only_complete_files(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr
     deadline = time.monotonic() + 60
-    while not (tmp_path / "episode_2_step_40.partial.mp4").exists():
+    while not (tmp_path / "episode_2_step_40.partial.mp4").exists():  # renamed once complete
         assert time.monotonic() < deadline, os.listdir(tmp_path)
-        time.sleep(0.1)
-    time.sleep(0.2)
+        time.sleep(0.05)
     names = sorted(p for p in os.listdir(tmp_path) if not p.startswith("."))
     assert names == ["episode_0_step_0.mp4", "episode_1_step_20.mp4", "episode_2_step_40.partial.mp4"]
     counts = [len(decode(tmp_path / name)[0]) for name in names]
     assert counts == [21, 21, 8]  # the reset frame plus 7 steps of the cut episode
 
 
-def test_ctrl_c_in_the_terminal_does_not_kill_the_encoder(tmp_path):
-    recorder = Recorder(tmp_path, VideoOptions(format="mp4"))
-    segment = recorder.start("interrupted")
-    for t in range(5):
-        segment.add(pattern(t, 32, 32))
-    os.kill(recorder._encoder._process.pid, signal.SIGINT)
-    time.sleep(0.2)
-    segment.stop()
-    (clip,) = recorder.close()
-    assert clip.status == "saved" and len(decode(clip.path)[0]) == 5
+def test_ctrl_c_in_the_terminal_reaches_the_users_finally_and_every_file_is_complete(tmp_path):
+    """Ctrl+C in a terminal: SIGINT to the whole foreground process group (training and encoder).
+
+    The user's loop gets KeyboardInterrupt, its ``finally: env.close()`` still writes every file.
+    """
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from support import PatternEnv
+        from episode_recorder.unienv import EpisodeVideoWrapper
+
+        class Remembering(PatternEnv):
+            rendered = []
+            def render(self):
+                self.rendered.append(int(self.t[0]))
+                return super().render()
+
+        base = Remembering(height=96, width=128, episode_length=20)
+        env = EpisodeVideoWrapper(base, store_dir={str(tmp_path)!r}, format="mp4")
+        try:
+            env.reset()
+            for step in range(50):  # two episodes (21 frames each), then 10 steps of a third
+                _, _, terminated, truncated, _ = env.step(None)
+                if terminated or truncated:
+                    env.reset()
+            print("waiting for Ctrl+C", flush=True)
+            sys.stdin.readline()  # interrupted here
+            print("never reached", flush=True)
+        finally:
+            env.close()
+            with open({str(tmp_path / "rendered.json")!r}, "w") as file:
+                json.dump(base.rendered, file)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        assert child.stdout.readline() == "waiting for Ctrl+C\n", child.stderr.read()
+        os.killpg(child.pid, signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGINT and "KeyboardInterrupt" in err, err  # Python's exit for an uncaught Ctrl+C
+    assert "never reached" not in out
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["episode_0_step_0.mp4", "episode_1_step_20.mp4", "episode_2_step_40.mp4", "rendered.json"]
+    rendered = json.loads((tmp_path / "rendered.json").read_text())
+    expected = [rendered[:21], rendered[21:42], rendered[42:]]
+    assert [len(ts) for ts in expected] == [21, 21, 11]
+    for name, ts in zip(names, expected):
+        decoded = decode(tmp_path / name)[0]
+        assert len(decoded) == len(ts), name
+        assert all(psnr(got, pattern(t, 96, 128)) > 30 for got, t in zip(decoded, ts)), name

@@ -336,3 +336,57 @@ def test_gymnasium_record_video_logs_each_saved_video_with_a_caption(tmp_path):
         assert row["rollout"]["caption"].startswith(f"episode {row['rollout_episode_id']}")
         assert len(decode(run_dir / "files" / row["rollout"]["path"])[0]) == count
     assert len(media_files(run_dir)) == 2
+
+
+def test_vector_record_video_logs_one_key_per_env_with_captions(tmp_path):
+    import gymnasium as gym
+
+    from episode_recorder.gym.vector import RecordVideo
+
+    run, run_dir = start_run()
+    envs = gym.make_vec("CartPole-v1", num_envs=3, render_mode="rgb_array", vectorization_mode="sync")
+    envs = RecordVideo(envs, str(tmp_path / "videos"), env_indices=[0, 2], episode_trigger=lambda k: k == 0,
+                       wandb_log_key="rollout")
+    envs.reset(seed=0)
+    returns: dict[int, float] = {0: 0.0, 2: 0.0}
+    finished: set[int] = set()
+    while finished != {0, 2}:
+        _, rewards, terminations, truncations, _ = envs.step(envs.action_space.sample())
+        for index in set(returns) - finished:
+            returns[index] += float(rewards[index])
+            if terminations[index] or truncations[index]:
+                finished.add(index)
+        wandb.log({"reward": float(rewards.sum())})
+    envs.close()
+    wandb.finish()
+
+    rows = history(run_dir)
+    assert not video_rows(rows, "rollout/env_1") and not video_rows(rows, "rollout")
+    for index in (0, 2):
+        (row,) = video_rows(rows, f"rollout/env_{index}")
+        assert row[f"rollout/env_{index}"]["caption"] == f"episode 0, env {index}, return {returns[index]:.4g}"
+        assert row[f"rollout/env_{index}_episode_id"] == 0
+        frames = decode(run_dir / "files" / row[f"rollout/env_{index}"]["path"])[0]
+        assert len(frames) == returns[index] + 1  # CartPole: reward 1 per step, plus the reset frame
+    assert len(media_files(run_dir)) == 2
+
+
+def test_batched_unienv_env_logs_the_chosen_env_with_its_index_in_the_caption():
+    run, run_dir = start_run()
+    base = PatternEnv(batch_size=3, episode_length=4)
+    env = EpisodeWandbVideoWrapper(base, wandb_log_key="video", format="mp4", control_wandb_step=True,
+                                   done_index=2, rendered_index=2)
+    env.reset()
+    for _ in range(6):  # env 2's first episode lasts 6 steps; envs 0 and 1 reset on their own meanwhile
+        _, _, terminated, truncated, _ = env.step(env.sample_action())
+        done = np.asarray(terminated) | np.asarray(truncated)
+        if done.any():
+            env.reset(mask=done)
+    env.close()
+    wandb.finish()
+
+    (row,) = video_rows(history(run_dir), "video")
+    assert row["video"]["caption"] == "episode 0, env 2"
+    assert (row["_step"], row["video_episode_id"]) == (0, 0)
+    # as in UniEnv, the masked resets of envs 0 and 1 render a frame too
+    assert_episode(run_dir, row["video"], [base.expected_frame(t, env_index=2) for t in [1, 2, 3, 4, 5, 5, 6, 6, 7]])

@@ -1,7 +1,9 @@
 """Turning whatever a renderer returns into HxWx3 uint8 numpy frames.
 
 Accepted: numpy, torch (CPU or CUDA) or jax arrays; uint8, or float in [0, 1]; shaped HxWx3,
-HxWx4 (alpha dropped) or HxW (gray). Batched arrays are indexed *before* the host copy, and
+HxWx4 (alpha dropped) or HxW (gray), at least 1x1. Anything else - float frames outside [0, 1]
+(e.g. 0-255 floats), NaN or infinity, an empty frame - raises ``ValueError`` at once, at the step
+that produced it, rather than being clipped or failing later in the encoder. Batched arrays are indexed *before* the host copy, and
 float-to-uint8 conversion of torch tensors happens on their device (4x less to copy).
 
     >>> import numpy as np
@@ -112,6 +114,11 @@ def to_rgb(frame: Any) -> np.ndarray:
             f"expected {ACCEPTED}. For batched renders pass rendered_index to pick one env; for "
             "channel-first CxHxW images transpose them first."
         )
+    if 0 in shape:
+        raise ValueError(
+            f"Cannot record an empty frame (shape {shape}, dtype {dtype}): expected {ACCEPTED}, at "
+            "least 1x1 pixels. Did the renderer return before its window or camera was set up?"
+        )
     if len(shape) == 3 and shape[2] == 4:
         frame = frame[..., :3]
     if _is_torch(frame):
@@ -146,15 +153,38 @@ def _torch_to_uint8(frame: Any, dtype: str) -> Any:
     if _is_float(dtype):
         import torch
 
-        return (torch.nan_to_num(frame.float(), nan=0.0).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        frame = frame.float()
+        low, high = torch.aminmax(frame)
+        _check_range(float(low), float(high), dtype)
+        return (frame.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
     raise ValueError(_dtype_error(dtype))
 
 
 def _numpy_to_uint8(array: np.ndarray, dtype: str) -> np.ndarray:
     if not _is_float(dtype):
         raise ValueError(_dtype_error(dtype))
-    scaled = np.nan_to_num(array.astype(np.float32), nan=0.0)
-    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    _check_range(float(array.min()), float(array.max()), dtype)
+    return (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+_SLACK = 0.5 / 255  # values this close outside [0, 1] round to 0 or 255 anyway (float error)
+
+
+def _check_range(low: float, high: float, dtype: str) -> None:
+    """Float frames must lie in [0, 1]; NaN or infinity anywhere makes ``low``/``high`` fail too."""
+    if -_SLACK <= low and high <= 1.0 + _SLACK:
+        return
+    if low != low or high != high:  # NaN
+        found = "NaN values"
+    elif abs(low) == float("inf") or abs(high) == float("inf"):
+        found = f"infinite values (range [{low}, {high}])"
+    else:
+        found = f"values in [{low:g}, {high:g}]"
+    hint = " It looks like 0-255 data: divide by 255, or pass frame.astype(np.uint8)." if 1 < high <= 255 else ""
+    raise ValueError(
+        f"Cannot record a {dtype} frame with {found}: float frames must lie in [0.0, 1.0] "
+        f"(or pass uint8 0-255).{hint}"
+    )
 
 
 def _dtype_error(dtype: str) -> str:

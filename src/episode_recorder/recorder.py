@@ -8,6 +8,10 @@ frames also go to a Rerun stream as ``rr.VideoStream`` samples, with the rewards
 given to ``add`` as scalars (see :mod:`episode_recorder.sinks.rerun`); ``folder=None`` writes no
 files, Rerun only.
 
+No two clips share a path: a name already taken (by a file, or by a clip another recorder is
+writing) gets the next free ``<stem>-1.<format>``, ``<stem>-2.<format>``, ... (see
+``episode_recorder.sinks.video.claim_path``); ``Clip.name`` / ``Clip.path`` say which.
+
     >>> import numpy as np, tempfile
     >>> recorder = Recorder(tempfile.mkdtemp(), VideoOptions(format="mp4", fps=30))
     >>> segment = recorder.start("episode_0", episode_id=0)
@@ -21,20 +25,27 @@ files, Rerun only.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from episode_recorder.frames import to_rgb
-from episode_recorder.sinks.video import EncoderProcessDied, VideoEncoderProcess, VideoOptions, WhenFull
+from episode_recorder.keep import KeepPolicy, Retention
+from episode_recorder.sinks.video import EncoderProcessDied, VideoEncoderProcess, VideoOptions, WhenFull, claim_path
 
 if TYPE_CHECKING:
     import rerun as rr
 
     from episode_recorder.sinks.rerun import RerunVideoSink, ScalarTrack, Timelines, VideoTrack
 
-ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed"]
+ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed", "deleted"]  # deleted: by keep=
+
+logger = logging.getLogger("episode_recorder")
 
 
 @dataclass(eq=False)  # a clip is one file in the making: compared by identity
@@ -85,7 +96,15 @@ class Recorder:
 
     ``when_full="wait"`` (default) makes ``add`` wait for the encoder when ``queue_frames`` frames
     of a clip are pending, so nothing is lost; ``"drop"`` skips the frame instead and counts it in
-    ``Clip.dropped_frames``. ``on_saved(clip)`` runs on the caller's thread once a file is complete.
+    ``Clip.dropped_frames``. ``on_saved(clip)`` runs on the caller's thread once a file is complete;
+    then ``keep`` (see :mod:`episode_recorder.keep`) deletes the clips it no longer keeps, with
+    their ``.json`` sidecars. Each saved file is logged at INFO on the ``episode_recorder`` logger.
+
+    Errors: an encoder error or an exception from ``on_saved`` is raised once, at the next call,
+    after every result that arrived has been booked (later calls keep working); an ``OSError``
+    names the file. :meth:`close` always stops the encoder process, even after errors.
+    In a ``fork()``-ed child the recorder starts its own encoder on first use: clips the parent
+    was writing stay the parent's, and a segment open at the fork continues in new files.
 
     ``rerun`` (an ``rr.RecordingStream`` or a :class:`~episode_recorder.sinks.rerun.RerunVideoSink`):
     every clip also goes to Rerun as the same H.264 samples (mp4 files are encoded once; webm and
@@ -100,6 +119,7 @@ class Recorder:
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         on_saved: Callable[[Clip], None] | None = None,
+        keep: KeepPolicy | None = None,
         rerun: rr.RecordingStream | RerunVideoSink | None = None,
     ) -> None:
         if folder is None and rerun is None:
@@ -107,6 +127,7 @@ class Recorder:
         self.folder = None if folder is None else os.path.abspath(os.fspath(folder))
         if self.folder is not None:
             os.makedirs(self.folder, exist_ok=True)
+            check_writable(self.folder)
         self.rerun: RerunVideoSink | None = None
         if rerun is not None:
             from episode_recorder.sinks.rerun import RerunVideoSink
@@ -115,6 +136,7 @@ class Recorder:
             options = replace(options, samples=True)
         self.options = options
         self.on_saved = on_saved
+        self.retention = None if keep is None else Retention(keep)
         self.clips: list[Clip] = []
         self._encoder = VideoEncoderProcess(queue_frames, when_full)
         self._unfinished: dict[int, Clip] = {}  # clips whose result has not arrived yet
@@ -132,46 +154,85 @@ class Recorder:
         fps: float | None = None,
     ) -> Segment:
         """Begin a segment whose files are ``{name}.{format}`` (``{name}_key_{camera}.{format}``)."""
-        self.poll()
         if self._closed:
             raise RuntimeError("This recorder is closed; create a new one to record more.")
+        self.poll()
         segment = Segment(self, name, episode_id, env_index, start_step, fps or self.options.fps)
         self._segments.append(segment)
         return segment
 
     def poll(self) -> None:
         """Take in finished clips (running ``on_saved``) and raise an encoder error, if any."""
-        self._handle(self._encoder.results())
+        self._handle(self._own_encoder().results())
 
     def wait(self, clips: list[Clip] | None = None) -> list[Clip]:
         """Block until ``clips`` (default: every stopped clip) are saved; returns them."""
         targets = clips if clips is not None else [c for c in self._unfinished.values() if c.status == "encoding"]
         wanted = {id(clip) for clip in targets}
         ids = {clip_id for clip_id, clip in self._unfinished.items() if id(clip) in wanted and clip.status == "encoding"}
-        self._handle(self._encoder.wait(ids))
+        self._handle(self._own_encoder().wait(ids))
         return targets
 
     def close(self) -> list[Clip]:
-        """Stop open segments, wait for every file, stop the encoder process; returns all clips."""
+        """Stop open segments, wait for every file, stop the encoder process; returns all clips.
+
+        The encoder process is stopped whatever happens; the first error met on the way (an
+        encoder error, an ``on_saved`` exception) is raised afterwards.
+        """
         if self._closed:
             return self.clips
+        self._closed = True
+        errors: list[BaseException] = []
         try:
+            if self._encoder.forked:  # the parent's encoder and clips: nothing of ours to finish
+                return self.clips
             for segment in list(self._segments):
-                segment.stop()
-            self.wait()
+                try:
+                    segment.stop()
+                except Exception as error:
+                    errors.append(error)
+            while any(clip.status == "encoding" for clip in self._unfinished.values()):
+                try:
+                    self.wait()
+                except EncoderProcessDied as error:
+                    errors.append(error)
+                    break
+                except Exception as error:  # booked: the loop goes on with the clips still pending
+                    errors.append(error)
         finally:
-            self._closed = True
             self._encoder.shutdown()
             if self.rerun is not None:
                 self.rerun.close()
+        if errors:
+            raise errors[0]
         return self.clips
+
+    def _own_encoder(self) -> VideoEncoderProcess:
+        """The encoder; in a forked child, the inherited one is the parent's: start this process's own."""
+        inherited = self._encoder
+        if inherited.forked:
+            self._encoder = VideoEncoderProcess(inherited.queue_frames, inherited.when_full)
+            self._unfinished, self._tracks = {}, {}
+            self.clips = [clip for clip in self.clips if clip.status in ("saved", "discarded", "failed")]
+            for segment in self._segments:
+                segment.clips, segment._clip_ids = {}, {}
+        return self._encoder
 
     def _open(self, segment: Segment, camera: str | None, height: int, width: int) -> tuple[int, Clip]:
         suffix = "" if camera is None else f"_key_{camera.replace(os.sep, '_')}"
         name = f"{segment.name}{suffix}.{self.options.extension}"
+        path: str | None = None  # a clip sent to Rerun only: no file, no name to claim
+        lock_fd: int | None = None
+        if self.folder is not None:
+            wanted = os.path.join(self.folder, name)
+            dropping = {i for i, clip in self._unfinished.items() if clip.path == wanted and clip.status == "discarded"}
+            if dropping:  # a clip of ours being dropped holds the name: it is free once the encoder has removed it
+                self._handle(self._encoder.wait(dropping))
+            path, lock_fd = claim_path(wanted)
+            name = os.path.basename(path)
         clip = Clip(
             name=name,
-            path=None if self.folder is None else os.path.join(self.folder, name),
+            path=path,
             camera=camera,
             fps=segment.fps,
             format=self.options.format,
@@ -181,7 +242,7 @@ class Recorder:
             height=height,
             width=width,
         )
-        clip_id = self._encoder.open(clip.path, height, width, replace(self.options, fps=segment.fps))
+        clip_id = self._encoder.open(clip.path, height, width, replace(self.options, fps=segment.fps), lock_fd)
         self.clips.append(clip)
         self._unfinished[clip_id] = clip
         if self.rerun is not None:
@@ -189,16 +250,15 @@ class Recorder:
         return clip_id, clip
 
     def _handle(self, results: list[tuple[Any, ...]]) -> None:
-        error: BaseException | None = None
+        """Book every result first, then run ``on_saved``; raise the first error met, once."""
+        errors: list[BaseException] = []
+        saved: list[Clip] = []
+        died: int | None = None
         for result in results:
             kind = result[0]
             if kind == "died":
-                for clip in self._unfinished.values():
-                    clip.status = "failed"
-                raise EncoderProcessDied(
-                    f"The video encoder process exited with code {result[1]}; clips being encoded were "
-                    "lost (their temporary .part files are left in the output folder)."
-                )
+                died = result[1]
+                continue
             if kind == "sample":
                 self._tracks[result[1]].sample(*result[2])
                 continue
@@ -208,17 +268,107 @@ class Recorder:
                 track.flush()
             if kind == "saved":
                 clip.status, clip.path = "saved", result[2]
-                if self.on_saved is not None:
-                    self.on_saved(clip)
+                if clip.path is not None:
+                    clip.name = os.path.basename(clip.path)
+                if len(result) > 4:
+                    clip.extra["encoder"] = result[4]  # the settings actually used (preset, threads, ...)
+                log_saved(clip)
+                saved.append(clip)
             elif kind == "aborted":
                 clip.status = "discarded"
             elif kind == "failed":
                 clip.status = "failed"
-                if error is None:
-                    error = result[2]
-                    error.add_note(f"while encoding {clip.path}; in the encoder process:\n{result[3]}")
-        if error is not None:
-            raise error
+                error = result[2]
+                if isinstance(error, OSError) and error.filename is None:
+                    error.filename = clip.path
+                error.add_note(f"while encoding {clip.path}; in the encoder process:\n{result[3]}")
+                errors.append(error)
+        if died is not None:
+            for clip in self._unfinished.values():
+                clip.status = "failed"
+            errors.insert(
+                0,
+                EncoderProcessDied(
+                    f"The video encoder process exited with code {died}; clips being encoded were lost "
+                    f"(what was written is in their temporary .part files in {self.folder}: "
+                    "episode_recorder.recover.recover(folder) makes them playable)."
+                ),
+            )
+        for clip in saved:
+            try:
+                if self.on_saved is not None:
+                    self.on_saved(clip)
+            except Exception as error:
+                error.add_note(f"in on_saved for {clip.path} (the video itself is saved)")
+                errors.append(error)
+            if self.retention is not None and clip.path is not None:  # keep= is about files
+                for old in self.retention.add(clip):
+                    delete_clip(old)
+        if errors:
+            for other in errors[1:]:
+                errors[0].add_note(f"also: {type(other).__name__}: {other}")
+            raise errors[0]
+
+
+def write_sidecar(path: str | os.PathLike[str], info: dict[str, Any]) -> str:
+    """Write ``info`` as JSON at ``path`` atomically: a temporary file in the same folder, then a rename.
+
+    ``path`` holds either its previous content or the complete new one, never a partial file; an
+    ``OSError`` (a full disk, a read-only folder) names ``path``. Returns ``path``.
+
+        >>> import tempfile, os, json
+        >>> path = os.path.join(tempfile.mkdtemp(), "clip.json")
+        >>> write_sidecar(path, {"frames": 3}) == path, json.load(open(path))
+        (True, {'frames': 3})
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    temp: str | None = None
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w") as file:
+            json.dump(info, file, indent=2)
+        os.replace(temp, path)
+        temp = None
+    except OSError as error:
+        raise type(error)(error.errno, error.strerror, path) from error
+    finally:
+        if temp is not None and os.path.exists(temp):
+            os.remove(temp)
+    return path
+
+
+def log_saved(clip: Clip) -> None:
+    """One INFO line per saved file; a WARNING when frames were dropped (``when_full="drop"``)."""
+    where = clip.path or f"{clip.name} (to Rerun only)"
+    logger.info("saved %s (%d frames, %.2f s of video)", where, clip.frames, clip.frames / clip.fps)
+    if clip.dropped_frames:
+        logger.warning(
+            "%s: %d frames were dropped because the encoder fell behind (when_full='drop')",
+            where,
+            clip.dropped_frames,
+        )
+
+
+def delete_clip(clip: Clip) -> None:
+    """Delete a saved clip's file and its ``.json`` sidecar (the keep= policy decided against it)."""
+    for path in (clip.path, os.path.splitext(clip.path)[0] + ".json"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    clip.status = "deleted"
+    logger.info("deleted %s (not kept by keep=)", clip.path)
+
+
+def check_writable(folder: str) -> None:
+    """Raise now, naming ``folder``, if files cannot be created in it (read-only, no permission)."""
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".episode-recorder-probe-", dir=folder)
+        os.close(descriptor)
+        os.remove(probe)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"Cannot write videos into {folder}: {error.strerror}. Pass a writable folder", folder
+        ) from error
 
 
 class Segment:
@@ -295,9 +445,15 @@ class Segment:
         end_step: int | None = None,
         episode_return: float | None = None,
         episode_length: int | None = None,
+        wait: bool = False,
     ) -> list[Clip]:
-        """Finish the segment's clips (discarding those with fewer than ``min_frames`` frames)."""
+        """Finish the segment's clips (discarding those with fewer than ``min_frames`` frames).
+
+        With ``wait`` it returns once every file is complete under its final name (the encoder
+        only has the frames still queued to finish); otherwise the files complete in the background.
+        """
         recorder = self.recorder
+        recorder._own_encoder()
         if self in recorder._segments:
             recorder._segments.remove(self)
         for camera, clip_id in self._clip_ids.items():
@@ -316,5 +472,9 @@ class Segment:
         self._clip_ids = {}
         if self._scalars is not None:
             self._scalars.flush()
-        recorder.poll()
+        finishing = [clip for clip in self.clips.values() if clip.status == "encoding"]
+        if wait and finishing:
+            recorder.wait(finishing)
+        else:
+            recorder.poll()
         return [clip for clip in self.clips.values() if clip.status in ("encoding", "saved")]

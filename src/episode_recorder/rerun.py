@@ -1,14 +1,20 @@
 """``LogRerun``: record episodes of a Gymnasium env to Rerun — 3D scene, scalars and camera frames.
 
 Everything per step is buffered in numpy and sent with ``rr.send_columns`` every ``flush_every``
-frames and when a recording stops; static geometry is logged once. Camera frames are encoded to
-H.264 by a background encoder process and logged as ``rr.VideoStream`` samples.
+frames or ``flush_seconds``, when a recording stops, and at interpreter exit; static geometry is
+logged once. Camera frames are encoded to H.264 by a background encoder process and logged as
+``rr.VideoStream`` samples.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import sys
+import time
+import traceback
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, SupportsFloat
 
@@ -18,6 +24,7 @@ from episode_recorder._optional import require
 from episode_recorder.frames import EnvRows, flatten_frames
 from episode_recorder.recorder import Recorder, Segment
 from episode_recorder.rerun_stream import resolve_stream
+from episode_recorder.schedule import Schedule, Take
 from episode_recorder.scenes import SceneSource
 from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger, is_isaaclab_scene
 from episode_recorder.scenes.mujoco import MujocoRerunLogger
@@ -134,9 +141,15 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``EncodedImage`` per frame, compressed on this thread with ``jpeg_quality``), ``timelines``,
     ``log_observations``, ``flush_every`` (frames buffered between ``send_columns``), ``blueprint``
     (send the default blueprint: 3D view, camera, time series), ``scene`` (a custom
-    :class:`~episode_recorder.scenes.SceneSource`). ``render()`` may return a frame, a (nested)
-    mapping of cameras (one video entity ``camera/{key}`` each) or, on batched envs, an
-    ``(num_envs, H, W, 3)`` batch (``camera/env_{i}`` for each logged env).
+    :class:`~episode_recorder.scenes.SceneSource`), ``flush_seconds`` (buffered frames are also
+    sent once they are this old). ``render()`` may return a frame, a (nested) mapping of cameras
+    (one video entity ``camera/{key}`` each) or, on batched envs, an ``(num_envs, H, W, 3)``
+    batch (``camera/env_{i}`` for each logged env).
+
+    Nothing buffered is lost when ``close()`` is forgotten: an uncaught exception or the end of
+    the script sends it at interpreter exit (and completes a ``save_path`` file). A SIGTERM or
+    SIGKILL leaves everything sent up to ``flush_seconds`` before it (the file has no footer;
+    Rerun's viewer and ``RrdReader`` still read it).
     """
 
     def __init__(
@@ -157,6 +170,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         flush_every: int = 500,
         blueprint: bool = True,
         scene: SceneSource | None = None,
+        flush_seconds: float = 1.0,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -170,6 +184,8 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(f"recording_length must be >= 0 (0 = whole episodes), received {recording_length}")
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, received {flush_every}")
+        if not flush_seconds > 0:
+            raise ValueError(f"flush_seconds must be > 0, received {flush_seconds}")
         if frames not in ("video", "jpeg"):
             raise ValueError(f"frames must be 'video' or 'jpeg', received {frames!r}")
         Timelines.of(timelines, "", 1.0)  # checks the layout
@@ -210,6 +226,8 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.jpeg_quality = jpeg_quality
         self.log_observations = log_observations
         self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
         self.step_duration = _step_duration(env)
         self._batched = num_envs is not None
 
@@ -219,10 +237,14 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.step_trigger = step_trigger
         self.recording_length: float = recording_length if recording_length > 0 else float("inf")
 
-        self.step_id = -1
-        self.episode_id = -1
-        self._timeline_name: str | None = None
-        self._recorded_frames = 0
+        self.schedule = Schedule(
+            episode_trigger=episode_trigger,
+            step_trigger=step_trigger,
+            video_length=recording_length or None,
+            on_start=self._open_take,
+            on_stop=self._close_take,
+        )
+        self._timeline_name: str | None = None  # the running take's, kept for its last flush
         self._geometry_logged = False
         self._env_rows = EnvRows(self.logged_envs if self._batched else None)
         self._num_envs = num_envs
@@ -242,13 +264,14 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._return: np.ndarray | float = 0.0
         self._env_episodes = np.zeros(len(self.logged_envs), dtype=np.int64)  # batched: per logged env
         self._episodes_changed = False
-        # Rows buffered since the last flush, one per frame: {"frame": i, column name: host value}.
+        # Rows buffered since the last flush, one per frame: {"step": timeline step, column name: host value}.
         self._rows: list[dict[str, Any]] = []
         self._scene_steps: list[int] = []  # timeline steps whose scene poses are buffered in self.scene
         # With video frames the blueprint waits for the first frame: it has one view per camera.
         self._blueprint_pending = blueprint and self._recorder is not None
         if blueprint and self._recorder is None:
             self.recording_stream.send_blueprint(self.default_blueprint())
+        _finish_at_exit(self)
 
     # -- recording lifecycle -------------------------------------------------------------------
 
@@ -265,36 +288,53 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     @property
     def recording(self) -> bool:
         """Whether a recording is running."""
-        return self._timeline_name is not None
+        return self.schedule.take() is not None
+
+    @property
+    def step_id(self) -> int:
+        """Steps taken so far, minus one."""
+        return self.schedule.step_id
+
+    @property
+    def episode_id(self) -> int:
+        """Episodes started so far, minus one (batched envs: those of the first logged env)."""
+        return self.schedule.episode_ids[None]
 
     def start_recording(self, timeline_name: str) -> None:
         """Start a recording with timelines ``{timeline_name}_step`` / ``_timestamp`` (stops a running one)."""
-        if self.recording:
-            self.stop_recording()
-        if self.scene is not None and not self._geometry_logged:
-            self.scene.log_geometry(self.recording_stream)
-            self._geometry_logged = True
-        self._timeline_name = timeline_name
-        self._timelines = Timelines.of(self.timelines, timeline_name, self.step_duration)
-        self._recorded_frames = 0
-        log_recording_start(  # a recording covers every logged env: no env index
-            self.recording_stream, self._timelines, self._step(), timeline_name, self.episode_id, None
-        )
-        if self._recorder is not None:
-            self._video = self._recorder.start(
-                timeline_name, episode_id=self.episode_id, start_step=self.step_id + 1, fps=1.0 / self.step_duration
-            )
+        self.schedule.start(kind="manual", name=timeline_name)
 
     def stop_recording(self) -> None:
         """Send what is buffered and stop the running recording (if any)."""
-        if self.recording:
+        self.schedule.stop()
+
+    def _open_take(self, take: Take) -> None:
+        if take.kind == "episode":
+            take.name = f"episode_{take.episode_id}"
+        elif take.kind == "step":
+            take.name = f"step_{take.step_id}"
+        if self.scene is not None and not self._geometry_logged:
+            self.scene.log_geometry(self.recording_stream)
+            self._geometry_logged = True
+        self._timeline_name = take.name
+        self._timelines = Timelines.of(self.timelines, take.name, self.step_duration)
+        log_recording_start(  # a recording covers every logged env: no env index
+            self.recording_stream, self._timelines, self._step(take), take.name, take.episode_id, None
+        )
+        if self._recorder is not None:
+            self._video = self._recorder.start(
+                take.name, episode_id=take.episode_id, start_step=self.step_id + 1, fps=1.0 / self.step_duration
+            )
+
+    def _close_take(self, take: Take) -> None:
+        try:
             self._flush()
-        if self._video is not None:
-            video, self._video = self._video, None
-            video.stop()
-        self._timeline_name = None
-        self._timelines = None
-        self._recorded_frames = 0
+            if self._video is not None:
+                video, self._video = self._video, None
+                video.stop()
+        finally:
+            self._timeline_name = None
+            self._timelines = None
 
     def close(self) -> None:
         """Stop the recording, then close the env; a ``save_path`` file is complete afterwards.
@@ -305,15 +345,22 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         and stays yours to disconnect.
         """
         try:
-            self.stop_recording()
-            if self._recorder is not None:
-                self._recorder.close()  # every sample is sent
-            if self._owns_stream:
-                self.recording_stream.disconnect()
-            else:
-                self.recording_stream.flush()
+            self._finish()
         finally:
             super().close()
+
+    def _finish(self) -> None:
+        """Send what is buffered and complete (own stream) or flush (a stream passed in) the recording."""
+        _unfinished.discard(self)
+        try:
+            self.stop_recording()
+        finally:
+            if self._recorder is not None:
+                self._recorder.close()  # every sample is sent
+        if self._owns_stream:
+            self.recording_stream.disconnect()
+        else:
+            self.recording_stream.flush()
 
     # -- env API -------------------------------------------------------------------------------
 
@@ -324,7 +371,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self.episode_id >= 0:  # every env starts a new episode
             self._env_episodes += 1
             self._episodes_changed = True
-        self._next_episode()
+        self.schedule.episode_started()
         if self.recording:
             self._capture(obs)
         return obs, info
@@ -337,9 +384,8 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         reward and action, and the state is the first frame of the next episode.
         """
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self.step_id += 1
-        if self.step_trigger is not None and self.step_trigger(self.step_id):
-            self.start_recording(f"step_{self.step_id}")
+        self.schedule.advance()
+        self.schedule.check_step_trigger()
         done = self._logged_done(terminated, truncated) if self._batched else None
         episode_ends = done is not None and bool(done[0])
         if self.recording:
@@ -351,8 +397,10 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._return = np.where(done, 0.0, self._return)
             self._env_episodes += done
             self._episodes_changed = True
-        if episode_ends and self._next_episode():
-            self._capture(obs)
+        if episode_ends:
+            running = self.schedule.take()
+            if self.schedule.episode_started() not in (None, running):  # a recording of the new episode
+                self._capture(obs)
         return obs, reward, terminated, truncated, info
 
     def _logged_done(self, terminated: Any, truncated: Any) -> np.ndarray:
@@ -365,25 +413,16 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             return None
         return self._env_rows(value)
 
-    def _next_episode(self) -> bool:
-        """Count an episode, stop a whole-episode recording, ask ``episode_trigger``: True if it started one."""
-        self.episode_id += 1
-        if self.recording and self.recording_length == float("inf"):
-            self.stop_recording()
-        if self.episode_trigger is not None and self.episode_trigger(self.episode_id):
-            self.start_recording(f"episode_{self.episode_id}")
-            return True
-        return False
-
     # -- capture and flush ---------------------------------------------------------------------
 
-    def _step(self) -> int:
+    def _step(self, take: Take) -> int:
         """The step of the next frame: its index in the recording, or the env steps taken (shared timelines)."""
-        return self.step_id + 1 if self.timelines == "shared" else self._recorded_frames
+        return self.step_id + 1 if self.timelines == "shared" else take.frames
 
     def _capture(self, obs: Any, reward: Any = None, action: Any = None, state: bool = True) -> None:
         """Buffer one frame: host copies of reward/return/action and, with ``state``, of the scene, obs and camera."""
-        step = self._step()
+        take = self.schedule.take()
+        step = self._step(take)
         row: dict[str, Any] = {"step": step}
         reward = self._host(reward)
         if reward is not None:
@@ -400,15 +439,13 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 self._add_video_frame(self.env.render(), step)
             elif self.log_frames:
                 row["jpeg"] = self._jpeg(self.env.render())
-        if self._batched and (self._episodes_changed or not self._recorded_frames):  # sparse: on change
+        if self._batched and (self._episodes_changed or not take.frames):  # sparse: on change
             row["episode"] = self._env_episodes.copy()
             self._episodes_changed = False
         self._rows.append(row)
-        self._recorded_frames += 1
-        if len(self._rows) >= self.flush_every:
+        if len(self._rows) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
             self._flush()
-        if self._recorded_frames > self.recording_length:
-            self.stop_recording()
+        self.schedule.frame_added()  # ends a snippet after recording_length + 1 frames
 
     def _add_video_frame(self, render: Any, step: int) -> None:
         """Queue the render for the encoder: a frame, a mapping of cameras, or the logged envs' rows of a batch."""
@@ -446,6 +483,7 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def _flush(self) -> None:
         """``send_columns`` every buffer of the running recording, then clear them."""
         rr = require("rerun", "rerun", "Logging to Rerun")
+        self._last_flush = time.monotonic()
         rows, self._rows = self._rows, []
         scene_steps, self._scene_steps = self._scene_steps, []
         stream = self.recording_stream
@@ -484,3 +522,29 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 views.append(rrb.Spatial2DView(origin=origin, name=camera or "camera"))
         views.append(rrb.TimeSeriesView(origin=f"/{SCALARS_ROOT}", name="scalars"))
         return rrb.Blueprint(rrb.Horizontal(*views), collapse_panels=False)
+
+
+_unfinished: weakref.WeakSet[LogRerun] = weakref.WeakSet()  # loggers whose close() has not run yet
+_exit_hook_registered = False
+
+
+def _finish_at_exit(logger: LogRerun) -> None:
+    """Send ``logger``'s buffer at interpreter exit if ``close()`` never ran.
+
+    Registered after ``rerun`` is imported, so it runs before rerun's own exit hook (atexit runs
+    hooks last-in, first-out) while the stream can still write.
+    """
+    global _exit_hook_registered
+    _unfinished.add(logger)
+    if not _exit_hook_registered:
+        atexit.register(_finish_unfinished)
+        _exit_hook_registered = True
+
+
+def _finish_unfinished() -> None:
+    for logger in list(_unfinished):
+        try:
+            logger._finish()
+        except Exception:  # at exit no caller is left to raise to: say so, and finish the others
+            print(f"episode-recorder: could not finish the Rerun recording of {logger}:", file=sys.stderr)
+            traceback.print_exc()

@@ -21,7 +21,10 @@ def resolve_stream(
     With ``save_path``, a new ``rr.RecordingStream(application_id)`` saves to that file (parent
     folders created). With none of the three, a ``ValueError`` says how to provide one.
 
-        >>> stream = resolve_stream("/tmp/er_doc/run.rrd", None, "CartPole-v1")  # doctest: +SKIP
+        >>> import os
+        >>> stream = resolve_stream("runs/run.rrd", None, "CartPole-v1")
+        >>> stream.disconnect(); os.path.exists("runs/run.rrd")
+        True
     """
     rr = require("rerun", "rerun", "Logging to Rerun")
     if save_path is not None:

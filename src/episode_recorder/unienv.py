@@ -3,14 +3,19 @@
 ``EpisodeRenderStackWrapper`` keeps the current episode's frames (that is its API);
 ``EpisodeVideoWrapper`` streams every frame to a background encoder and never holds an episode.
 
-    >>> from episode_recorder.unienv import EpisodeVideoWrapper            # doctest: +SKIP
-    >>> env = EpisodeVideoWrapper(make_my_unienv_env(), store_dir="videos", format="mp4")  # doctest: +SKIP
-    >>> context, obs, info = env.reset()                                    # doctest: +SKIP
-    >>> for _ in range(100):                                                # doctest: +SKIP
+    >>> import gymnasium as gym, os
+    >>> from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv  # a UniEnv env from a Gymnasium one
+    >>> from episode_recorder.unienv import EpisodeVideoWrapper
+    >>> env = EpisodeVideoWrapper(FromGymnasiumEnv(gym.make("CartPole-v1", render_mode="rgb_array")),
+    ...                           store_dir="videos", format="mp4")
+    >>> context, obs, info = env.reset(seed=0)
+    >>> for _ in range(30):
     ...     obs, reward, terminated, truncated, info = env.step(env.sample_action())
     ...     if terminated or truncated:
     ...         context, obs, info = env.reset()
-    >>> env.close()  # videos/episode_0_step_0.mp4, episode_1_step_..., ...  # doctest: +SKIP
+    >>> env.close()
+    >>> sorted(os.listdir("videos"))[0]
+    'episode_0_step_0.mp4'
 """
 
 from __future__ import annotations
@@ -18,18 +23,21 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from episode_recorder._optional import require
 from episode_recorder.frames import flatten_frames, select
-from episode_recorder.recorder import Clip, Recorder, Segment
+from episode_recorder.keep import KeepPolicy
+from episode_recorder.recorder import Clip, Recorder
+from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.rerun import as_rerun_sink, row_of
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import clip_caption, log_videos, require_wandb
 
 _unienv_wrapper = require("unienv_interface.env_base.wrapper", "unienv", "episode_recorder.unienv")
 Wrapper = _unienv_wrapper.Wrapper
+from unienv_interface.env_base.env import Env  # noqa: E402  (unienv is installed: checked above)
 
 __all__ = ["EpisodeRenderStackWrapper", "EpisodeVideoWrapper", "EpisodeWandbVideoWrapper"]
 
@@ -42,10 +50,12 @@ class EpisodeRenderStackWrapper(Wrapper):
     arrays and ``done_index`` the env whose termination (or ``reset(mask=...)`` entry) ends the
     episode; with ``done_index=None`` any env ends it.
 
-        >>> env = EpisodeRenderStackWrapper(my_env, rendered_index=0)   # doctest: +SKIP
-        >>> _ = env.reset(); _ = env.step(env.sample_action())          # doctest: +SKIP
-        >>> len(env.episodic_frames)                                     # doctest: +SKIP
-        2
+        >>> import gymnasium as gym
+        >>> from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv
+        >>> env = EpisodeRenderStackWrapper(FromGymnasiumEnv(gym.make("CartPole-v1", render_mode="rgb_array")))
+        >>> _ = env.reset(seed=0); _ = env.step(env.sample_action())
+        >>> len(env.episodic_frames), env.episodic_frames[0].shape
+        (2, (400, 600, 3))
     """
 
     def __init__(
@@ -56,6 +66,7 @@ class EpisodeRenderStackWrapper(Wrapper):
         rendered_index: int | None = None,
         nested_separator: str = ".",
     ) -> None:
+        check_unienv_env(env, type(self).__name__)
         super().__init__(env)
         self.done_index = done_index
         self.rendered_index = rendered_index
@@ -136,7 +147,7 @@ class EpisodeRenderStackWrapper(Wrapper):
         self._step_frame = self._transform(self.env.render())
         frame = self._step_frame
         keys = tuple(frame) if isinstance(frame, dict) else None
-        if self._episode_frames and keys != self._episode_keys:
+        if self._episode_frames and _keys_changed(self._episode_keys, keys):
             raise ValueError(_describe_key_change(self._episode_keys, keys))
         self._episode_keys = keys
         self._episode_frames += 1
@@ -170,16 +181,31 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
     for mapping frames one per camera, ``..._key_{key}.{format}``. A file appears under its name
     only once complete (usually a few frames after the episode ends; ``close()`` waits for all).
 
+    As with UniEnv, a video is complete under its name when the ``step()`` or ``reset()`` that
+    ends its episode returns.
+
     Beyond UniEnv's arguments: ``fps`` (default ``env.render_fps or 30``), ``crf`` / ``preset`` /
     ``bitrate`` (see :class:`~episode_recorder.sinks.video.VideoOptions` for the defaults),
     ``queue_frames`` and ``when_full`` (``"wait"``: never lose a frame; ``"drop"``: never wait),
-    ``rerun`` (True: the global stream, a path to an ``.rrd``, or an ``rr.RecordingStream``: the
+    ``episode_trigger(episode_num)`` (default: every episode) and ``finish_in_background`` (True:
+    that call returns at once and the file completes a few frames later; ``close()`` waits),
+    ``keep`` (which finished clips stay on disk, e.g. ``Keep(last=5)``; see :mod:`episode_recorder.keep`),
+    and ``rerun`` (True: the global stream, a path to an ``.rrd``, or an ``rr.RecordingStream``: the
     same encoded clips also go to Rerun, one ``VideoStream`` per camera, with the rendered env's
     rewards and actions as scalars).
     Frames rendered after an episode ended and before the next reset belong to no episode and
     are not written.
 
-        >>> env = EpisodeVideoWrapper(my_env, store_dir="videos", format="mp4")  # doctest: +SKIP
+        >>> import gymnasium as gym
+        >>> from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv
+        >>> env = EpisodeVideoWrapper(FromGymnasiumEnv(gym.make("CartPole-v1", render_mode="rgb_array")),
+        ...                           store_dir="videos", format="gif", fps=10)
+        >>> _ = env.reset(seed=0)
+        >>> for _ in range(3):
+        ...     _ = env.step(env.sample_action())
+        >>> env.close()
+        >>> [(clip.name, clip.frames) for clip in env.saved_clips]
+        [('episode_0_step_0.gif', 4)]
     """
 
     def __init__(
@@ -197,21 +223,30 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         bitrate: int | None = None,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
+        episode_trigger: Callable[[int], bool] | None = None,
+        finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
         rerun: Any = None,
     ) -> None:
+        options = _video_options(format, fps, crf, preset, bitrate)  # checked before anything is created
         super().__init__(env, done_index=done_index, rendered_index=rendered_index, nested_separator=nested_separator)
         self.store_dir = os.path.abspath(os.fspath(store_dir))
         self.store_format = format
         self.fps = fps
-        options = VideoOptions(format=format, fps=fps or 30.0, crf=crf, preset=preset, bitrate=bitrate)
+        self.episode_trigger = episode_trigger
+        self.finish_in_background = finish_in_background
         self.recorder = Recorder(
             self.store_dir,
             options,
             queue_frames=queue_frames,
             when_full=when_full,
+            keep=keep,
             rerun=as_rerun_sink(rerun, type(env).__name__),
         )
-        self._segment: Segment | None = None
+        self.schedule = Schedule(
+            episode_trigger=episode_trigger or (lambda episode: True), on_start=self._open_take, on_stop=self._close_take
+        )
+        self._stopped: list[Clip] = []  # the clips of the take stopped last
 
     @property
     def saved_clips(self) -> list[Any]:
@@ -227,18 +262,30 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
                 "env.render() returned None, so there is nothing to record: create the env with "
                 "render_mode='rgb_array' (or a mode whose render() returns images)."
             )
-        if self._segment is None:
-            self._segment = self.recorder.start(
-                f"episode_{self.video_episode_num}_step_{self.video_episode_start_step}",
-                episode_id=self.video_episode_num,
-                env_index=self.rendered_index,
-                start_step=self.video_episode_start_step,
-                fps=self.fps or self.env.render_fps or 30,
-            )
-        scalars = self._step_scalars
-        if self.env.batch_size is not None and self.rendered_index is not None:
-            scalars = {name: row_of(value, self.rendered_index) for name, value in scalars.items()}
-        self._segment.add(frame, **scalars)
+        if not self.schedule.in_episode[None]:  # the episode's first frame
+            self.schedule.episode_started(episode_id=self.video_episode_num)
+        take = self.schedule.take()
+        if take is not None:
+            scalars = self._step_scalars
+            if self.env.batch_size is not None and self.rendered_index is not None:
+                scalars = {name: row_of(value, self.rendered_index) for name, value in scalars.items()}
+            take.segment.add(frame, **scalars)
+            self.schedule.frame_added()
+
+    def _open_take(self, take: Take) -> None:
+        take.segment = self.recorder.start(
+            f"episode_{self.video_episode_num}_step_{self.video_episode_start_step}",
+            episode_id=self.video_episode_num,
+            env_index=self.rendered_index,
+            start_step=self.video_episode_start_step,
+            fps=self.fps or self.env.render_fps or 30,
+        )
+
+    def _close_take(self, take: Take) -> None:
+        length = self.video_step_num - self.video_episode_start_step
+        self._stopped = take.segment.stop(
+            min_frames=2, end_step=self.video_step_num, episode_length=length, wait=not self.finish_in_background
+        )
 
     def _post_episode(self) -> None:
         self._stop_segment()
@@ -248,21 +295,21 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         super()._reset_episode_stack()
 
     def _stop_segment(self) -> list[Clip]:
-        """Finish the current episode's clips; returns those being written (none if under 2 frames)."""
-        if self._segment is None:
-            return []
-        segment, self._segment = self._segment, None
-        length = self.video_step_num - self.video_episode_start_step
-        return segment.stop(min_frames=2, end_step=self.video_step_num, episode_length=length)
+        """End the current episode and its clips; returns those written (none if under 2 frames)."""
+        self._stopped = []
+        self.schedule.episode_ended()
+        return self._stopped
 
     def close(self) -> None:
         try:
             if not self._has_post_episode:
-                self._post_episode()
                 self._has_post_episode = True
-            self.recorder.close()
+                self._post_episode()
         finally:
-            self.env.close()
+            try:
+                self.recorder.close()
+            finally:
+                self.env.close()
 
 
 class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
@@ -281,18 +328,22 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
     instead, with a warning. Videos wait in ``store_dir``: by default a fresh temporary folder
     whose files are deleted once logged (W&B keeps its copy in the run's ``files/media/videos``)
     and which ``close()`` removes; a ``store_dir`` you pass keeps every file. ``fps``, ``crf``,
-    ``preset``, ``bitrate``, ``queue_frames`` and ``when_full`` are as in :class:`EpisodeVideoWrapper`.
+    ``preset``, ``bitrate``, ``queue_frames`` and ``when_full`` are as in :class:`EpisodeVideoWrapper`;
+    ``episode_trigger(episode_num)`` (default: every episode, as UniEnv) limits what is uploaded,
+    e.g. ``lambda n: n % 10 == 0``.
 
-        >>> import wandb                                                           # doctest: +SKIP
-        >>> run = wandb.init(project="my-project")                                 # doctest: +SKIP
-        >>> env = EpisodeWandbVideoWrapper(my_env, wandb_log_key="rollout/video")  # doctest: +SKIP
-        >>> context, obs, info = env.reset()                                        # doctest: +SKIP
-        >>> for step in range(1000):                                                # doctest: +SKIP
+        >>> import gymnasium as gym, wandb
+        >>> from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv
+        >>> run = wandb.init(project="my-project", mode="offline")
+        >>> env = EpisodeWandbVideoWrapper(FromGymnasiumEnv(gym.make("CartPole-v1", render_mode="rgb_array")),
+        ...                                wandb_log_key="rollout/video")
+        >>> context, obs, info = env.reset(seed=0)
+        >>> for step in range(50):
         ...     obs, reward, terminated, truncated, info = env.step(env.sample_action())
         ...     wandb.log({"reward": float(reward)})  # the episode's video rides on this row
         ...     if terminated or truncated:
         ...         context, obs, info = env.reset()
-        >>> env.close(); run.finish()                                               # doctest: +SKIP
+        >>> env.close(); run.finish()
     """
 
     def __init__(
@@ -313,10 +364,12 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
         bitrate: int | None = None,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
+        episode_trigger: Callable[[int], bool] | None = None,
     ) -> None:
         self.wandb = require_wandb("EpisodeWandbVideoWrapper")
         self._temporary = store_dir is None
-        VideoOptions(format=format)  # a bad format fails before a temporary folder is made
+        _video_options(format, fps, crf, preset, bitrate)  # bad arguments fail before a temporary folder is made
+        check_unienv_env(env, type(self).__name__)
         super().__init__(
             env,
             store_dir=tempfile.mkdtemp(prefix="episode-recorder-wandb-") if store_dir is None else store_dir,
@@ -330,6 +383,7 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
             bitrate=bitrate,
             queue_frames=queue_frames,
             when_full=when_full,
+            episode_trigger=episode_trigger,
         )
         self.wandb_log_key = wandb_log_key
         self.log_wandb_episode_id = log_wandb_episode_id
@@ -361,10 +415,39 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
                     os.rmdir(self.store_dir)  # left in place if a video could not be logged
 
 
-def _describe_key_change(before: tuple[str, ...] | None, now: tuple[str, ...] | None) -> str:
+def check_unienv_env(env: Any, wrapper: str) -> None:
+    """A clear error (instead of UniEnv's bare AssertionError) when ``env`` is not a UniEnv ``Env``."""
+    if isinstance(env, Env):
+        return
+    hint = ""
+    if type(env).__module__.startswith("gymnasium") or hasattr(env, "unwrapped") and hasattr(env, "spec"):
+        hint = (
+            " For a Gymnasium env, wrap it first: "
+            "`from unienv_interface.wrapper.gym_compat import FromGymnasiumEnv; env = FromGymnasiumEnv(env)`, "
+            "or use episode_recorder.gym.RecordVideo."
+        )
+    raise TypeError(f"{wrapper} wraps a UniEnv env (unienv_interface Env), received {type(env).__name__}.{hint}")
+
+
+def _video_options(format: Any, fps: float | None, crf: int | None, preset: str | None, bitrate: int | None) -> VideoOptions:
+    if not isinstance(format, str):
+        raise TypeError(f"format must be 'mp4', 'webm' or 'gif', received {format!r}.")
+    return VideoOptions(format=format.lower(), fps=fps or 30.0, crf=crf, preset=preset, bitrate=bitrate)
+
+
+def _keys_changed(before: tuple[str, ...] | None, now: tuple[str, ...] | None) -> bool:
+    """Whether a render switched between single frames and mappings, or a mapping's keys changed."""
     if before is None or now is None:
-        kind = "a mapping of cameras" if now is not None else "a single frame"
-        return f"Render type changed within an episode: this step returned {kind} (keys {now}), earlier steps did not."
+        return (before is None) != (now is None)
+    return set(before) != set(now)
+
+
+def _describe_key_change(before: tuple[str, ...] | None, now: tuple[str, ...] | None) -> str:
+    """UniEnv's own messages for a render whose type or keys change within an episode."""
+    if before is None:
+        return "Render frame type changed within an episode: expected non-mapping render frames, got mapping render frame."
+    if now is None:
+        return "Render frame type changed within an episode: expected mapping render frames, got non-mapping render frame."
     missing = sorted(set(before) - set(now))
     added = sorted(set(now) - set(before))
     return f"Flattened render keys changed within an episode. Missing keys: {missing}. New keys: {added}."

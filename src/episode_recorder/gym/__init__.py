@@ -5,9 +5,10 @@ Same constructor arguments, defaults, triggers, attributes and file names as Gym
 process as they are captured instead of piling up in memory until moviepy encodes them while
 training waits, and every captured frame is in the file. Extras are keyword arguments:
 ``format`` ("mp4", "webm", "gif"), ``crf`` / ``preset`` / ``bitrate``, ``on_video_saved(path, info)``,
-``sidecar`` (a ``.json`` next to each video), ``queue_frames`` / ``when_full`` and ``rerun``
-(True: the global stream, a path to an ``.rrd``, or an ``rr.RecordingStream``: the same encoded
-clips also go to Rerun as ``rr.VideoStream`` samples, with rewards and actions as scalars).
+``sidecar`` (a ``.json`` next to each video), ``queue_frames`` / ``when_full``,
+``finish_in_background`` and ``rerun`` (True: the global stream, a path to an ``.rrd``, or an
+``rr.RecordingStream``: the same encoded clips also go to Rerun as ``rr.VideoStream`` samples,
+with rewards and actions as scalars).
 
     >>> import gymnasium as gym, tempfile, os
     >>> from episode_recorder.gym import RecordVideo
@@ -26,16 +27,17 @@ clips also go to Rerun as ``rr.VideoStream`` samples, with rewards and actions a
 from __future__ import annotations
 
 import gc
-import json
 import os
 from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 from episode_recorder._optional import require
-from episode_recorder.recorder import Clip, Recorder, Segment
+from episode_recorder.keep import KeepPolicy
+from episode_recorder.recorder import Clip, Recorder, write_sidecar
+from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.rerun import as_rerun_sink
 from episode_recorder.sinks.video import VideoOptions, WhenFull
-from episode_recorder.sinks.wandb import log_clip_to_wandb, require_wandb
+from episode_recorder.sinks.wandb import active_run, log_clip_to_wandb
 from episode_recorder.triggers import capped_cubic_video_schedule
 
 gym = require("gymnasium", "gym", "episode_recorder.gym")
@@ -56,18 +58,28 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     calls ``render()``. Differences: frames are encoded in a background process as they arrive,
     every captured frame is in the file, mp4 is yuv420p (plays in browsers), and
     ``recorded_frames`` is the number of frames of the current recording (not a list of them).
+    As with Gymnasium, a video is complete under its name when the call that ends its recording
+    (``stop_recording()``, the ``reset()`` or ``step()`` that ends it, ``close()``) returns.
 
     Extras: ``format`` ("mp4", "webm", "gif"), ``crf``, ``preset``, ``bitrate`` (see
     :class:`~episode_recorder.sinks.video.VideoOptions`), ``on_video_saved(path, info)`` called on
     this thread once per finished file with its metadata (see ``Clip.metadata``), ``sidecar``
     (write that metadata as ``{video name}.json``), ``queue_frames`` and ``when_full`` ("wait":
-    never lose a frame; "drop": never wait for the encoder). Files are complete under their
-    names a few frames after a recording stops; ``close()`` waits for all of them.
+    never lose a frame; "drop": never wait for the encoder), ``keep`` (which finished clips stay
+    on disk, e.g. ``Keep(best=3, worst=3)``, see :mod:`episode_recorder.keep`; callbacks, sidecars
+    and W&B see every clip first), ``finish_in_background`` (True:
+    the call that ends a recording returns at once and the file completes a few frames later;
+    ``close()`` still waits for every file).
 
         >>> import gymnasium as gym
         >>> env = gym.make("CartPole-v1", render_mode="rgb_array")
         >>> env = RecordVideo(env, "videos", episode_trigger=lambda e: e % 10 == 0,
-        ...                   on_video_saved=lambda path, info: print(path, info["frames"]))  # doctest: +SKIP
+        ...                   on_video_saved=lambda path, info: print(os.path.basename(path), info["frames"]))
+        >>> _ = env.reset(seed=0)
+        >>> for _ in range(5):
+        ...     _ = env.step(0)
+        >>> env.close()
+        rl-video-episode-0.mp4 6
     """
 
     def __init__(
@@ -91,6 +103,8 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
+        finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
         rerun: Any = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
@@ -111,9 +125,13 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
             queue_frames=queue_frames,
             when_full=when_full,
             wandb_log_key=wandb_log_key,
+            finish_in_background=finish_in_background,
+            keep=keep,
         )
         gym.Wrapper.__init__(self, env)
         check_render_mode(env.render_mode)
+        self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
+        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)
         if episode_trigger is None and step_trigger is None:
             episode_trigger = capped_cubic_video_schedule
 
@@ -121,117 +139,111 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.step_trigger = step_trigger
         self.disable_logger = disable_logger
         self.gc_trigger = gc_trigger
+        self.finish_in_background = finish_in_background
         self.video_folder = prepare_folder(video_folder)
-        self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
         self.name_prefix: str = name_prefix
         self._video_name: str | None = None
         self.video_length: int | float = video_length if video_length != 0 else float("inf")
-        self.recording: bool = False
-        self.recorded_frames: int = 0
         self.render_history: list[Any] = []
-        self.step_id = -1
-        self.episode_id = -1
 
         self.recorder: Recorder = start_recorder(
-            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, rerun
+            self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep, rerun
         )
-        self._segment: Segment | None = None
         self._step_scalars: dict[str, Any] = {}  # the last step's reward and action, for Rerun
-        self._recording_episode: int | None = None  # the episode an episode-triggered recording follows
-        self._episode_return = 0.0
+        self.schedule = Schedule(
+            episode_trigger=episode_trigger,
+            step_trigger=step_trigger,
+            video_length=video_length or None,
+            on_start=self._open_take,
+            on_stop=self._close_take,
+        )
+        self._episode_return = 0.0  # the summary of episode _stats_episode, for its video's metadata
         self._episode_length = 0
         self._episode_done = False
-        self._stats_episode = -1  # the episode the three above describe
+        self._stats_episode = -1
+        self._summable = True  # False once a reward is not a scalar (batched envs): no summary
+
+    @property
+    def step_id(self) -> int:
+        """Steps taken so far, minus one (Gymnasium's counter)."""
+        return self.schedule.step_id
+
+    @property
+    def episode_id(self) -> int:
+        """Episodes started so far, minus one."""
+        return self.schedule.episode_ids[None]
+
+    @property
+    def recording(self) -> bool:
+        """Whether a recording is running."""
+        return self.schedule.take() is not None
+
+    @property
+    def recorded_frames(self) -> int:
+        """Frames of the running recording."""
+        take = self.schedule.take()
+        return 0 if take is None else take.frames
 
     # --- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset the environment and start a recording if ``episode_trigger`` says so."""
         obs, info = super().reset(seed=seed, options=options)
-        self.episode_id += 1
-        if self.recording and self.video_length == float("inf"):
-            self.stop_recording()
+        self.schedule.episode_started()
         self._episode_return, self._episode_length, self._episode_done = 0.0, 0, False
         self._stats_episode = self.episode_id
         self._step_scalars = {}
-        if self.episode_trigger and self.episode_trigger(self.episode_id):
-            self.start_recording(f"{self.name_prefix}-episode-{self.episode_id}")
-            self._recording_episode = self.episode_id
         if self.recording:
             self._capture_frame()
-            if self.recorded_frames > self.video_length:
-                self.stop_recording()
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the environment, capturing a frame while recording."""
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self.step_id += 1
         self._step_scalars = {"reward": reward, "action": action}
-        if self._recording_episode is not None:  # the episode's summary goes into the clip's metadata
+        self.schedule.advance()
+        if self._summable and self.recording:  # the episode's summary goes into the clip's metadata
             try:
                 self._episode_return += float(reward)
                 self._episode_done = bool(terminated or truncated)
                 self._episode_length += 1
             except (TypeError, ValueError, RuntimeError):  # batched rewards: no single-episode summary
-                self._recording_episode = None
-        if self.step_trigger and self.step_trigger(self.step_id):
-            self.start_recording(f"{self.name_prefix}-step-{self.step_id}")
-            self._segment.start_step = self.step_id
+                self._summable = False
+        self.schedule.check_step_trigger()
         if self.recording:
             self._capture_frame()
-            if self.recorded_frames > self.video_length:
-                self.stop_recording()
         return obs, reward, terminated, truncated, info
 
     def render(self) -> Any:
         """The wrapped env's render; with ``rgb_array_list`` also the frames captured since the last call."""
         render_out = super().render()
         if self.recording and isinstance(render_out, list):
+            take = self.schedule.take()
             for frame in render_out:
-                self._add(frame)
+                take.segment.add(frame)
+                take.frames += 1
         if self.render_history:
             history, self.render_history = self.render_history, []
             return history + render_out
         return render_out
 
     def close(self) -> None:
-        """Finish the current recording, wait for every file, then close the env."""
+        """Finish the current recording, wait for every file, stop the encoder, then close the env."""
         try:
-            if self.recording:
-                self.stop_recording()
-            self.recorder.close()
+            self.schedule.stop_all()
         finally:
-            super().close()
+            try:
+                self.recorder.close()
+            finally:
+                super().close()
 
     def start_recording(self, video_name: str) -> None:
         """Start a recording named ``video_name`` (stopping the current one first)."""
-        if self.recording:
-            self.stop_recording()
-        self.recording = True
-        self._video_name = video_name
-        self._recording_episode = None
-        self._segment = self.recorder.start(
-            video_name, episode_id=self.episode_id, start_step=self.step_id + 1, fps=self.frames_per_sec or 30
-        )
+        self.schedule.start(kind="manual", name=video_name)
 
     def stop_recording(self) -> None:
-        """Stop the current recording; its file is finished in the background."""
+        """Stop the current recording; its file is complete when this returns (see ``finish_in_background``)."""
         assert self.recording, "stop_recording was called, but no recording was started"
-        segment, self._segment = self._segment, None
-        if self.recorded_frames == 0:
-            logger.warn("Ignored saving a video as there were zero frames to save.")
-        known = self._recording_episode == self._stats_episode and self._episode_done
-        segment.stop(
-            end_step=self.step_id,
-            episode_return=self._episode_return if known else None,
-            episode_length=self._episode_length if known else None,
-        )
-        self.recorded_frames = 0
-        self.recording = False
-        self._video_name = None
-        self._recording_episode = None
-        if self.gc_trigger and self.gc_trigger(self.episode_id):
-            gc.collect()
+        self.schedule.stop()
 
     def __del__(self) -> None:
         """Warn the user in case the last video wasn't saved."""
@@ -239,6 +251,29 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
             logger.warn("Unable to save last video! Did you call close()?")
 
     # --- internals ----------------------------------------------------------------------------
+    def _open_take(self, take: Take) -> None:
+        take.name = self._video_name = video_name(self.name_prefix, take)
+        start_step = take.step_id if take.kind == "step" else take.step_id + 1
+        take.segment = self.recorder.start(
+            take.name, episode_id=take.episode_id, start_step=start_step, fps=self.frames_per_sec or 30
+        )
+
+    def _close_take(self, take: Take) -> None:
+        if take.frames == 0:
+            logger.warn("Ignored saving a video as there were zero frames to save.")
+        self._video_name = None
+        known = take.kind == "episode" and take.episode_id == self._stats_episode and self._episode_done and self._summable
+        try:  # the schedule has dropped the take already if a sink (sidecar, callback, W&B) raises here
+            take.segment.stop(
+                end_step=self.step_id,
+                episode_return=self._episode_return if known else None,
+                episode_length=self._episode_length if known else None,
+                wait=not self.finish_in_background,
+            )
+        finally:
+            if self.gc_trigger and self.gc_trigger(self.episode_id):
+                gc.collect()
+
     def _capture_frame(self) -> None:
         assert self.recording, "Cannot capture a frame, recording wasn't started."
         frame = self.env.render()
@@ -256,11 +291,8 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 f"Recording stopped: expected type of frame returned by render to be a numpy array, got instead {type(frame)}."
             )
             return
-        self._add(frame)
-
-    def _add(self, frame: Any) -> None:
-        self._segment.add(frame, **self._step_scalars)
-        self.recorded_frames += 1
+        self.schedule.take().segment.add(frame, **self._step_scalars)
+        self.schedule.frame_added()
 
 
 def check_render_mode(render_mode: str | None) -> None:
@@ -270,6 +302,20 @@ def check_render_mode(render_mode: str | None) -> None:
             f"Render mode is {render_mode}, which is incompatible with RecordVideo. "
             "Initialize your environment with a render_mode that returns an image, such as rgb_array."
         )
+
+
+def video_name(name_prefix: str, take: Take) -> str:
+    """Gymnasium's names: ``{prefix}-episode-{k}``, ``{prefix}-step-{s}``; a manual take keeps its own."""
+    if take.name is not None:
+        return take.name
+    return f"{name_prefix}-episode-{take.episode_id}" if take.kind == "episode" else f"{name_prefix}-step-{take.step_id}"
+
+
+def video_options(format: str, fps: float | None, crf: int | None, preset: str | None, bitrate: int | None) -> VideoOptions:
+    """The wrapper's encoder settings, checked before anything is created on disk (``"MP4"`` is ``"mp4"``)."""
+    if not isinstance(format, str):
+        raise TypeError(f"format must be a string such as 'mp4', 'webm' or 'gif', received {format!r}.")
+    return VideoOptions(format=format.lower(), fps=fps or 30, crf=crf, preset=preset, bitrate=bitrate)
 
 
 def prepare_folder(video_folder: str) -> str:
@@ -286,15 +332,12 @@ def prepare_folder(video_folder: str) -> str:
 
 def start_recorder(
     wrapper: Any,
-    format: str,
-    crf: int | None,
-    preset: str | None,
-    bitrate: int | None,
     on_video_saved: VideoSavedCallback | None,
     sidecar: bool,
     wandb_log_key: str | None,
     queue_frames: int,
     when_full: WhenFull,
+    keep: KeepPolicy | None = None,
     rerun: Any = None,
 ) -> Recorder:
     """Set a RecordVideo wrapper's encoder attributes and start its recorder.
@@ -302,14 +345,11 @@ def start_recorder(
     Started with the wrapper, not at the first recording, so the process start (~0.2 s) never lands
     in a step. Sidecar, ``on_video_saved`` and W&B logging run as files complete.
     """
-    wrapper.video_options = VideoOptions(
-        format=format, fps=wrapper.frames_per_sec or 30, crf=crf, preset=preset, bitrate=bitrate
-    )
     wrapper.on_video_saved = on_video_saved
     wrapper.sidecar = sidecar
     wrapper.wandb_log_key = wandb_log_key
-    if wandb_log_key is not None:
-        require_wandb(f"{type(wrapper).__name__}(wandb_log_key=...)")
+    if wandb_log_key is not None:  # fail now, not when the first video is done
+        active_run(purpose=f"{type(wrapper).__name__}(wandb_log_key={wandb_log_key!r})")
     wrapper.queue_frames = queue_frames
     wrapper.when_full = when_full
 
@@ -317,8 +357,7 @@ def start_recorder(
         info = clip.metadata()
         if wrapper.sidecar:
             info["sidecar"] = os.path.splitext(clip.path)[0] + ".json"
-            with open(info["sidecar"], "w") as file:
-                json.dump(info, file, indent=2)
+            write_sidecar(info["sidecar"], info)
         if wrapper.on_video_saved is not None:
             wrapper.on_video_saved(clip.path, info)
         if wrapper.wandb_log_key is not None:
@@ -333,5 +372,6 @@ def start_recorder(
         queue_frames=wrapper.queue_frames,
         when_full=wrapper.when_full,
         on_saved=saved,
+        keep=keep,
         rerun=as_rerun_sink(rerun, spec.id if spec is not None else type(wrapper).__name__),
     )

@@ -29,8 +29,17 @@ from typing import Any
 import numpy as np
 
 from episode_recorder.frames import to_rgb
-from episode_recorder.gym import VideoSavedCallback, check_render_mode, prepare_folder, start_recorder
-from episode_recorder.recorder import Recorder, Segment
+from episode_recorder.gym import (
+    VideoSavedCallback,
+    check_render_mode,
+    prepare_folder,
+    start_recorder,
+    video_name,
+    video_options,
+)
+from episode_recorder.keep import KeepPolicy
+from episode_recorder.recorder import Recorder
+from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.rerun import row_of
 from episode_recorder.sinks.video import WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -60,10 +69,21 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
 
     The other extras match :class:`episode_recorder.gym.RecordVideo`: ``format``, ``crf``,
     ``preset``, ``bitrate``, ``on_video_saved(path, info)``, ``sidecar``, ``queue_frames``,
-    ``when_full``, ``rerun`` (the clips also go to Rerun, ``camera[/env_{i}]``, with the recorded
-    envs' rewards and actions as scalars). A wrapper that is not recording never calls ``render()``.
+    ``when_full``, ``wandb_log_key``, ``finish_in_background``, ``keep``, ``rerun`` (the clips also go
+    to Rerun, ``camera[/env_{i}]``, with the recorded envs' rewards and actions as scalars). A video
+    is complete under its name when the call that ends its recording returns. A wrapper that is not recording never calls
+    ``render()``.
 
-        >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True)   # doctest: +SKIP
+        >>> import gymnasium as gym, os
+        >>> envs = gym.make_vec("CartPole-v1", num_envs=2, render_mode="rgb_array")
+        >>> envs = RecordVideo(envs, "videos", env_indices=[0, 1], sidecar=True, video_length=4,
+        ...                    step_trigger=lambda step: step == 0)
+        >>> _ = envs.reset(seed=0)
+        >>> for _ in range(6):
+        ...     _ = envs.step(envs.action_space.sample())
+        >>> envs.close()
+        >>> [(os.path.basename(clip.path), clip.frames) for clip in envs.recorder.clips]
+        [('rl-video-env-0-step-0.mp4', 5), ('rl-video-env-1-step-0.mp4', 5)]
     """
 
     def __init__(
@@ -91,6 +111,8 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         wandb_log_key: str | None = None,
+        finish_in_background: bool = False,
+        keep: KeepPolicy | None = None,
         rerun: Any = None,
     ) -> None:
         VectorWrapper.__init__(self, env)
@@ -104,6 +126,9 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             disable_logger=disable_logger,
         )
         check_render_mode(env.render_mode)
+        self.env_indices = check_env_indices(env_indices, self.num_envs)
+        self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
+        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)
         if episode_trigger is None and step_trigger is None:
             episode_trigger = capped_cubic_video_schedule
         autoreset_mode = env.metadata.get("autoreset_mode", None)
@@ -129,32 +154,55 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.pad_grid = pad_grid
         self.frame_cols = -1
         self.frame_rows = -1
+        self.finish_in_background = finish_in_background
         self.video_folder = prepare_folder(video_folder)
-        self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
         self.name_prefix = name_prefix
         self._video_name: str | None = None
         self.video_length: int | float = video_length if video_length != 0 else float("inf")
-        self.recording = False
-        self.recorded_frames = 0
         self.render_history: list[Any] = []
-        self.step_id = -1
-        self.episode_id = -1
-
-        self.recorder: Recorder = start_recorder(
-            self, format, crf, preset, bitrate, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, rerun
-        )
-        self._step_scalars: dict[str, Any] = {}  # the last step's rewards and actions, for Rerun
-        self._segment: Segment | None = None
         self._grid: np.ndarray | None = None
 
-        self.env_indices = None if env_indices is None else [int(i) for i in env_indices]
-        if self.env_indices is not None:
-            bad = [i for i in self.env_indices if not 0 <= i < self.num_envs]
-            if bad or len(set(self.env_indices)) != len(self.env_indices):
-                raise ValueError(f"env_indices must be distinct indices below num_envs={self.num_envs}, received {env_indices}.")
-        chosen = self.env_indices or []
-        self.env_episode_ids = {i: -1 for i in chosen}  # each chosen env's episode counter
-        self._env = {i: _EnvRecording() for i in chosen}
+        self.recorder: Recorder = start_recorder(
+            self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep, rerun
+        )
+        self._step_scalars: dict[str, Any] = {}  # the last step's rewards and actions, for Rerun
+        per_env = self.env_indices is not None
+        self.schedule = Schedule(
+            self.env_indices if per_env else [None],  # None: the tiled overview, following env 0's episodes
+            episode_trigger=episode_trigger,
+            step_trigger=step_trigger,
+            video_length=video_length or None,
+            on_start=self._open_env_take if per_env else self._open_take,
+            on_stop=self._close_env_take if per_env else self._close_take,
+        )
+        self._env = {i: _EnvRecording() for i in self.env_indices or []}
+        self._summary: dict[int, tuple[float, int]] = {}  # set while an ended episode's take stops
+
+    @property
+    def step_id(self) -> int:
+        """Steps taken so far, minus one (Gymnasium's counter)."""
+        return self.schedule.step_id
+
+    @property
+    def episode_id(self) -> int:
+        """Env 0's episodes started so far, minus one (overview recordings)."""
+        return self.schedule.episode_ids.get(None, -1)
+
+    @property
+    def env_episode_ids(self) -> dict[int, int]:
+        """Each chosen env's episode counter (``env_indices``)."""
+        return {i: k for i, k in self.schedule.episode_ids.items() if i is not None}
+
+    @property
+    def recording(self) -> bool:
+        """Whether an overview recording is running."""
+        return self.schedule.takes.get(None) is not None
+
+    @property
+    def recorded_frames(self) -> int:
+        """Frames of the running overview recording."""
+        take = self.schedule.takes.get(None)
+        return 0 if take is None else take.frames
 
     # --- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -163,109 +211,96 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         if self.env_indices is not None:
             return self._reset_per_env(seed, options)
         if options is None or "reset_mask" not in options or options["reset_mask"][0]:
-            self.episode_id += 1
-            if self.recording and self.video_length == float("inf"):
-                self.stop_recording()
-            if self.episode_trigger and self.episode_trigger(self.episode_id):
-                self.start_recording(f"{self.name_prefix}-episode-{self.episode_id}")
+            self.schedule.episode_started()
         obs, info = super().reset(seed=seed, options=options)
         if self.recording:
             self._capture_frame()
-            if self.recorded_frames > self.video_length:
-                self.stop_recording()
         self.has_autoreset = False
         return obs, info
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step the envs, capturing a frame while recording."""
         obs, rewards, terminations, truncations, info = self.env.step(actions)
-        self.step_id += 1
         self._step_scalars = {"reward": rewards, "action": actions}
+        self.schedule.advance()
         if self.env_indices is not None:
             self._step_per_env(rewards, terminations, truncations)
             return obs, rewards, terminations, truncations, info
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             if self.has_autoreset:
-                self._env0_episode()
+                self.schedule.episode_started()
             self.has_autoreset = terminations[0] or truncations[0]
         elif self.autoreset_mode == AutoresetMode.SAME_STEP and (terminations[0] or truncations[0]):
-            self._env0_episode()
-        if self.step_trigger and self.step_trigger(self.step_id):
-            self.start_recording(f"{self.name_prefix}-step-{self.step_id}")
+            self.schedule.episode_started()
+        self.schedule.check_step_trigger()
         if self.recording:
             if self.recorded_frames == 0:
-                self._segment.start_step = self.step_id
+                self.schedule.take().segment.start_step = self.step_id
             self._capture_frame()
-            if self.recorded_frames > self.video_length:
-                self.stop_recording()
         return obs, rewards, terminations, truncations, info
 
     def render(self) -> Any:
         """The wrapped env's render; with list renders also the frames captured since the last call."""
         render_out = super().render()
         if self.recording and isinstance(render_out, list):
+            take = self.schedule.take()
             for frames in render_out:
-                self._segment.add(self._tile(frames))
-                self.recorded_frames += 1
+                take.segment.add(self._tile(frames))
+                take.frames += 1
         if self.render_history:
             history, self.render_history = self.render_history, []
             return history + render_out
         return render_out
 
     def close(self, **kwargs: Any) -> None:
-        """Finish the recordings, wait for every file, then close the envs."""
+        """Finish the recordings, wait for every file, stop the encoder, then close the envs."""
         try:
-            if self.recording:
-                self.stop_recording()
-            for index in self._env:
-                self._stop_env(index)
-            self.recorder.close()
+            self.schedule.stop_all()
         finally:
-            super().close(**kwargs)
+            try:
+                self.recorder.close()
+            finally:
+                super().close(**kwargs)
 
     def start_recording(self, video_name: str) -> None:
         """Start an overview recording named ``video_name`` (stopping the current one first)."""
-        if self.recording:
-            self.stop_recording()
-        self.recording = True
-        self._video_name = video_name
-        self._segment = self.recorder.start(
-            video_name, episode_id=self.episode_id, start_step=self.step_id + 1, fps=self.frames_per_sec or 30
-        )
+        self.schedule.start(kind="manual", name=video_name)
 
     def stop_recording(self) -> None:
-        """Stop the current overview recording; its file is finished in the background."""
+        """Stop the current overview recording; its file is complete when this returns."""
         assert self.recording, "stop_recording was called, but no recording was started"
-        if self.recorded_frames == 0:
-            logger.warn("Ignored saving a video as there were zero frames to save.")
-        segment, self._segment = self._segment, None
-        segment.stop(end_step=self.step_id)
-        self.recorded_frames = 0
-        self.recording = False
-        self._video_name = None
-        if self.gc_trigger and self.gc_trigger(self.episode_id):
-            gc.collect()
+        self.schedule.stop()
 
     def __del__(self) -> None:
         """Warn the user in case the last video wasn't saved."""
-        if getattr(self, "recorded_frames", 0) or any(e.frames for e in getattr(self, "_env", {}).values()):
+        takes = getattr(getattr(self, "schedule", None), "takes", {}).values()
+        if any(take is not None and take.frames for take in takes):
             logger.warn("Unable to save last video! Did you call close()?")
 
     # --- overview (Gymnasium's behaviour) -----------------------------------------------------
-    def _env0_episode(self) -> None:
-        self.episode_id += 1
-        if self.recording and self.video_length == float("inf"):
-            self.stop_recording()
-        if self.episode_trigger and self.episode_trigger(self.episode_id):
-            self.start_recording(f"{self.name_prefix}-episode-{self.episode_id}")
+    def _open_take(self, take: Take) -> None:
+        take.name = self._video_name = video_name(self.name_prefix, take)
+        take.segment = self.recorder.start(
+            take.name, episode_id=take.episode_id, start_step=take.step_id + 1, fps=self.frames_per_sec or 30
+        )
+
+    def _close_take(self, take: Take) -> None:
+        if take.frames == 0:
+            logger.warn("Ignored saving a video as there were zero frames to save.")
+        self._video_name = None
+        try:  # the schedule has dropped the take already if a sink raises here
+            take.segment.stop(end_step=self.step_id, wait=not self.finish_in_background)
+        finally:
+            if self.gc_trigger and self.gc_trigger(self.episode_id):
+                gc.collect()
 
     def _capture_frame(self) -> None:
         assert self.recording, "Cannot capture a frame, recording wasn't started."
         envs_frame = self.env.render()
         assert isinstance(envs_frame, Sequence), type(envs_frame)
         assert len(envs_frame) == self.num_envs
-        self._segment.add(self._tile(envs_frame), **self._step_scalars)
-        self.recorded_frames += 1
+        self.schedule.take().segment.add(self._tile(envs_frame), **self._step_scalars)
+        self.schedule.frame_added()
 
     def _tile(self, envs_frame: Sequence[Any]) -> np.ndarray:
         frames = [to_rgb(envs_frame[0])] if self.record_first_only else [to_rgb(frame) for frame in envs_frame]
@@ -286,7 +321,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         obs, info = super().reset(seed=seed, options=options)
         started = [i for i in self._env if mask is None or bool(mask[i])]
         for index in started:
-            self._end_episode(index, done=False)
+            self.schedule.episode_ended(index)  # interrupted (or already over): no summary
             self._start_episode(index)
         self._capture_envs(started, step=self.step_id + 1)
         return obs, info
@@ -301,89 +336,90 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
                 env.autoreset = False
                 self._start_episode(index)  # this step's frame shows the env's reset
                 continue
-            if env.in_episode:
+            if self.schedule.in_episode[index]:
                 env.episode_return += float(rewards[index])
                 env.episode_length += 1
             if done and self.autoreset_mode == AutoresetMode.SAME_STEP:
-                self._end_episode(index, done=True)  # the terminal state was never rendered
+                self._end_episode(index)  # the terminal state was never rendered
                 self._start_episode(index)
             elif done:
                 ended_after.append(index)
                 env.autoreset = self.autoreset_mode == AutoresetMode.NEXT_STEP
-        if self.step_trigger and self.step_trigger(self.step_id):
-            for index, env in self._env.items():
-                self._stop_env(index)
-                env.segment = self.recorder.start(
-                    f"{self.name_prefix}-env-{index}-step-{self.step_id}",
-                    episode_id=self.env_episode_ids[index],
-                    env_index=index,
-                    start_step=self.step_id,
-                    fps=self.frames_per_sec or 30,
-                )
+        self.schedule.check_step_trigger()
         self._capture_envs(list(self._env), step=self.step_id)
         for index in ended_after:
-            self._end_episode(index, done=True)
+            self._end_episode(index)
 
     def _start_episode(self, index: int) -> None:
         env = self._env[index]
-        self.env_episode_ids[index] += 1
-        episode = self.env_episode_ids[index]
-        env.in_episode, env.episode_return, env.episode_length = True, 0.0, 0
-        if self.episode_trigger and self.episode_trigger(episode):
-            self._stop_env(index)
-            env.segment = self.recorder.start(
-                f"{self.name_prefix}-env-{index}-episode-{episode}",
-                episode_id=episode,
-                env_index=index,
-                fps=self.frames_per_sec or 30,
-            )
-            env.segment_episode = episode
+        env.episode_return, env.episode_length = 0.0, 0
+        self.schedule.episode_started(index)
 
-    def _end_episode(self, index: int, done: bool) -> None:
+    def _end_episode(self, index: int) -> None:
+        """The episode of env ``index`` is done: its video (if whole-episode) ends with its summary."""
         env = self._env[index]
-        if env.in_episode and env.segment is not None and self.video_length == float("inf"):
-            known = done and env.segment_episode == self.env_episode_ids[index]
-            self._stop_env(index, (env.episode_return, env.episode_length) if known else None)
-        env.in_episode = False
+        self._summary[index] = (env.episode_return, env.episode_length)
+        try:
+            self.schedule.episode_ended(index)
+        finally:
+            self._summary.pop(index, None)
 
     def _capture_envs(self, indices: list[int], step: int) -> None:
-        recording = [i for i in indices if self._env[i].segment is not None and self._env[i].in_episode]
+        recording = [i for i in indices if self.schedule.take(i) is not None and self.schedule.in_episode[i]]
         if not recording:
             return
         envs_frame = self.env.render()
         for index in recording:
-            env = self._env[index]
-            if env.frames == 0:
-                env.segment.start_step = step
-            env.segment.add(envs_frame[index], **{k: row_of(v, index) for k, v in self._step_scalars.items()})
-            env.frames, env.last_step = env.frames + 1, step
-            if env.frames > self.video_length:
-                self._stop_env(index)
+            take = self.schedule.take(index)
+            if take.frames == 0:
+                take.segment.start_step = step
+            take.segment.add(envs_frame[index], **{k: row_of(v, index) for k, v in self._step_scalars.items()})
+            self._env[index].last_step = step
+            self.schedule.frame_added(index)
 
-    def _stop_env(self, index: int, summary: tuple[float, int] | None = None) -> None:
-        env = self._env[index]
-        if env.segment is None:
-            return
-        segment, env.segment, env.segment_episode, env.frames = env.segment, None, None, 0
-        segment.stop(
-            end_step=env.last_step,
-            episode_return=None if summary is None else summary[0],
-            episode_length=None if summary is None else summary[1],
+    def _open_env_take(self, take: Take) -> None:
+        take.segment = self.recorder.start(
+            video_name(f"{self.name_prefix}-env-{take.env}", take),
+            episode_id=take.episode_id,
+            env_index=take.env,
+            start_step=take.step_id,
+            fps=self.frames_per_sec or 30,
+        )
+
+    def _close_env_take(self, take: Take) -> None:
+        summary = self._summary.get(take.env)
+        known = summary is not None and take.kind == "episode" and take.episode_id == self.schedule.episode_ids[take.env]
+        take.segment.stop(
+            end_step=self._env[take.env].last_step,
+            episode_return=summary[0] if known else None,
+            episode_length=summary[1] if known else None,
+            wait=not self.finish_in_background,
         )
 
 
 class _EnvRecording:
-    """What the wrapper knows about one chosen sub-env."""
+    """What the wrapper knows about one chosen sub-env beyond the schedule."""
 
     def __init__(self) -> None:
-        self.in_episode = False  # False between a termination and the env's reset (DISABLED mode)
         self.autoreset = False  # NEXT_STEP: the env resets at the next step
-        self.segment: Segment | None = None
-        self.segment_episode: int | None = None  # the episode an episode-triggered segment began with
-        self.frames = 0
         self.last_step = -1  # the step id of the last frame recorded (a reset's frame: the next step's)
         self.episode_return = 0.0
         self.episode_length = 0
+
+
+def check_env_indices(env_indices: Any, num_envs: int) -> list[int] | None:
+    """``env_indices`` as a list of distinct sub-env indices below ``num_envs`` (or None), else a clear error."""
+    if env_indices is None:
+        return None
+    if isinstance(env_indices, (int, np.integer)) or not isinstance(env_indices, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"env_indices must be a list of sub-env indices, e.g. env_indices=[{env_indices!r}], "
+            f"received {env_indices!r} of type {type(env_indices).__name__}."
+        )
+    indices = [int(i) for i in env_indices]
+    if any(not 0 <= i < num_envs for i in indices) or len(set(indices)) != len(indices):
+        raise ValueError(f"env_indices must be distinct indices below num_envs={num_envs}, received {list(env_indices)}.")
+    return indices
 
 
 def grid_shape(n: int, height: int, width: int, aspect: tuple[int, int] = (1, 1), pad: bool = False) -> tuple[int, int]:

@@ -241,8 +241,34 @@ def _layer_dir(prim: Usd.Prim) -> str:
     return os.getcwd()
 
 
+def _value_source(shader_input: Any) -> tuple[Any, Any]:
+    """What drives a shader input, followed through material and node-graph inputs.
+
+    (a shader's output, None), (None, the attribute holding the value), or (None, None) for neither.
+    """
+    _, _, _, UsdShade = _pxr()
+    for attribute in shader_input.GetValueProducingAttributes():
+        if UsdShade.Output.IsOutput(attribute):
+            return UsdShade.Output(attribute), None
+        if attribute.Get() is not None:
+            return None, attribute
+    return None, None
+
+
+def _asset_input_path(shader: Any, name: str) -> str | None:
+    """The file named by an asset-valued input of ``shader`` (its value, or the material input it reads)."""
+    shader_input = shader.GetInput(name) if shader else None
+    if not shader_input:
+        return None
+    _, attribute = _value_source(shader_input)
+    return None if attribute is None else _texture_path(attribute.Get(), _layer_dir(attribute.GetPrim()))
+
+
 def material_of(prim: Usd.Prim) -> tuple[np.ndarray | None, str | None]:
-    """(diffuse RGB constant, diffuse texture file) of the material bound to ``prim`` (UsdPreviewSurface or OmniPBR)."""
+    """(diffuse RGB constant, diffuse texture file) of the material bound to ``prim`` (UsdPreviewSurface or OmniPBR).
+
+    Connections are followed through the material's and node graphs' inputs to the shader or value behind them.
+    """
     _, _, _, UsdShade = _pxr()
     material = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()[0]
     if not material:
@@ -256,19 +282,13 @@ def material_of(prim: Usd.Prim) -> tuple[np.ndarray | None, str | None]:
     diffuse = _shader_input(shader, ("diffuseColor", "diffuse_color_constant"))
     color = texture = None
     if diffuse is not None:
-        if diffuse.HasConnectedSource():
-            source = diffuse.GetConnectedSources()[0][0].source
-            texture_shader = UsdShade.Shader(source.GetPrim())
-            file_input = texture_shader.GetInput("file") if texture_shader else None
-            if file_input:
-                texture = _texture_path(file_input.Get(), _layer_dir(texture_shader.GetPrim()))
-        else:
-            value = diffuse.Get()
-            if value is not None:
-                color = np.asarray(value, dtype=np.float32)[:3]
-    omni_texture = shader.GetInput("diffuse_texture")
-    if texture is None and omni_texture:
-        texture = _texture_path(omni_texture.Get(), _layer_dir(shader.GetPrim()))
+        output, attribute = _value_source(diffuse)
+        if output is not None:  # e.g. a UsdUVTexture's rgb
+            texture = _asset_input_path(UsdShade.Shader(output.GetPrim()), "file")
+        elif attribute is not None:
+            color = np.asarray(attribute.Get(), dtype=np.float32)[:3]
+    if texture is None:  # OmniPBR
+        texture = _asset_input_path(shader, "diffuse_texture")
     return color, texture
 
 
@@ -333,10 +353,11 @@ def log_prim_geometry(stream: rr.RecordingStream, entity: str, prim: Usd.Prim, t
         points, triangles = _cone_mesh(get("radius", 1.0), get("height", 2.0), axis)
         archetype = rr.Mesh3D(vertex_positions=points, triangle_indices=triangles, albedo_factor=rgba)
     elif kind == "Plane":
+        # USD: width along x (axis Z or Y) or z (axis X); length along y (axis Z or X) or z (axis Y).
         w, length = get("width", 2.0) / 2, get("length", 2.0) / 2
         quad = np.array([[-w, -length, 0], [w, -length, 0], [w, length, 0], [-w, length, 0]], dtype=np.float32)
         if axis == "X":
-            quad = quad[:, [2, 0, 1]]
+            quad = quad[:, [2, 1, 0]]
         elif axis == "Y":
             quad = quad[:, [0, 2, 1]]
         normal = np.array(_to_axis(np.array([[0.0, 0.0, 1.0]]), axis)[0], dtype=np.float32)

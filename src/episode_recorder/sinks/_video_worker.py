@@ -1,30 +1,38 @@
 """The encoder process behind :class:`episode_recorder.sinks.video.VideoEncoderProcess`.
 
-Run as ``python -m episode_recorder.sinks._video_worker COMMAND_FD RESULT_FD``. It reads
-``open`` / ``frame`` / ``close`` / ``abort`` / ``quit`` messages, takes frames out of each clip's
-shared-memory ring, and reports ``saved`` / ``aborted`` / ``failed`` results (and a ``sample``
-per encoded frame of clips opened with ``VideoOptions(samples=True)``). When the command pipe
-closes without ``quit`` (the training process died), every open clip is finished as a playable
-``<name>.partial.<format>`` file.
+Run as ``python -m episode_recorder.sinks._video_worker COMMAND_FD RESULT_FD PARENT_PID``. It reads
+``open`` / ``frame`` / ``close`` / ``abort`` / ``quit`` messages from a Unix socket (``open`` carries
+the clip's ring memory and the lock on its temporary file as descriptors), takes frames out of each
+clip's shared-memory ring, and reports ``saved`` / ``aborted`` / ``failed`` results (and a ``sample``
+per encoded frame of clips opened with ``VideoOptions(samples=True)``). When the parent
+goes away without ``quit`` (its socket closes, or it exits while a forked child still holds the
+socket), every open clip is finished as a playable ``<name>.partial.<format>`` file, then the
+process ends. Signals meant for the job (SIGINT, SIGTERM, SIGHUP) are ignored: the parent decides.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import select
 import signal
+import socket
+import struct
 import sys
+import time
 import traceback
 from typing import Any
 
 import av
 
 from episode_recorder.sinks.h264 import open_clip_encoder
-from episode_recorder.sinks.video import VideoFileEncoder, VideoOptions, _Ring, read_message, send_message
+from episode_recorder.sinks.speed import SpeedGovernor
+from episode_recorder.sinks.video import VideoOptions, _Ring, send_message
 
 
 class _Clip:
-    def __init__(self, ring: _Ring, encoder: VideoFileEncoder | None, error: BaseException | None = None) -> None:
+    def __init__(self, ring: _Ring, encoder: Any, error: BaseException | None = None) -> None:
         self.ring = ring
         self.encoder = encoder
         self.error = error
@@ -39,69 +47,163 @@ def _failure(clip_id: int, error: BaseException) -> tuple[Any, ...]:
     return ("failed", clip_id, error, trace)
 
 
-def _sample_sender(result_fd: int, clip_id: int) -> Any:
-    return lambda sample: send_message(result_fd, ("sample", clip_id, sample))
+class _Commands:
+    """Messages from the parent's socket, until it closes or the parent process is gone."""
+
+    def __init__(self, command_fd: int, parent_pid: int) -> None:
+        self.socket = socket.socket(fileno=command_fd)
+        self.parent_pid = parent_pid
+        self.buffer = bytearray()
+        self.start = 0  # where the next message begins in ``buffer``
+        self.fds: list[int] = []  # received with "open" messages, in order
+        self.ended = False
+        try:
+            self.parent = os.pidfd_open(parent_pid)  # readable once the parent has exited
+        except (AttributeError, OSError):
+            self.parent = None  # no pidfd (old kernel, macOS): poll the parent id instead
+
+    def next(self) -> tuple[Any, ...] | None:
+        while True:
+            start = self.start
+            if len(self.buffer) - start >= 4:
+                (size,) = struct.unpack_from("<I", self.buffer, start)
+                if len(self.buffer) - start >= 4 + size:
+                    self.start = start + 4 + size
+                    return pickle.loads(memoryview(self.buffer)[start + 4 : self.start])
+            if self.ended:
+                return None
+            del self.buffer[:start]  # everything before ``start`` has been read
+            self.start = 0
+            watched = [self.socket] if self.parent is None else [self.socket, self.parent]
+            ready, _, _ = select.select(watched, [], [], 1.0 if self.parent is None else None)
+            if self.socket in ready:
+                self._receive()
+            elif self.parent in ready or (self.parent is None and os.getppid() != self.parent_pid):
+                self._drain()  # what the parent sent before it died, then stop
+
+    def _receive(self) -> None:
+        data, fds, _, _ = socket.recv_fds(self.socket, 1 << 16, 4)
+        self.fds.extend(fds)
+        self.buffer += data
+        self.ended = self.ended or not data
+
+    def _drain(self) -> None:
+        self.socket.setblocking(False)
+        try:
+            while not self.ended:
+                self._receive()
+        except BlockingIOError:
+            pass
+        self.ended = True
 
 
-def serve(command_fd: int, result_fd: int) -> None:
-    # Ctrl+C reaches the whole process group: let the training process decide, and keep encoding
-    # until it says "quit" or goes away (then open clips are saved as partial files).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+class _Results:
+    """The result pipe; once the parent has gone, results have nowhere to go and are dropped."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        if self.fd is None:
+            return
+        try:
+            send_message(self.fd, message)
+        except OSError:  # BrokenPipeError: the parent is gone
+            os.close(self.fd)
+            self.fd = None
+
+
+def _sample_sender(results: _Results, clip_id: int) -> Any:
+    return lambda sample: results.send(("sample", clip_id, sample))
+
+
+def _adapt(governor: SpeedGovernor, clips: dict[int, _Clip], clip_id: int, cost: float, waited: bool) -> None:
+    """Tell the governor what a frame cost; make the change it asks for, if any."""
+    change = governor.encoded(clip_id, cost, time.perf_counter(), waited)
+    if change is not None:
+        target, setting = change
+        encoder = clips[target].encoder
+        if encoder is not None:
+            governor.switched(target, setting, encoder.switch(setting))
+
+
+def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
+    # Signals for the job (Ctrl+C, SIGTERM/SIGHUP from a scheduler or a terminal) are for the
+    # training process to handle: keep encoding until it says "quit" or goes away (then open
+    # clips are saved as partial files).
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
     av.logging.set_level(av.logging.ERROR)
     clips: dict[int, _Clip] = {}
-    send_message(result_fd, ("ready",))
-    with os.fdopen(command_fd, "rb") as commands:
-        while (message := read_message(commands)) is not None:
-            kind = message[0]
-            if kind == "quit":
-                break
-            clip_id = message[1]
-            if kind == "open":
-                _, _, name, slots, height, width, path, options = message
-                ring = _Ring(slots, height, width, name=name)
-                options = VideoOptions(**options)
-                send = _sample_sender(result_fd, clip_id) if options.samples else None
-                try:
-                    clips[clip_id] = _Clip(ring, open_clip_encoder(path, height, width, options, send))
-                except Exception as error:  # reported once, then the clip's frames are skipped
-                    clips[clip_id] = _Clip(ring, None, error)
-                    send_message(result_fd, _failure(clip_id, error))
-                continue
-            clip = clips[clip_id]
-            if kind == "frame":
-                frame = clip.ring.frames[message[2]]
-                if clip.encoder is not None:
-                    try:
-                        clip.encoder.write(frame)
-                    except Exception as error:
-                        clip.encoder.abort()
-                        clip.encoder = None
-                        send_message(result_fd, _failure(clip_id, error))
-                clip.ring.taken[0] += 1
-                continue
-            del clips[clip_id]
-            clip.ring.release(unlink=False)
-            if clip.encoder is None:
-                continue  # its failure was already reported
-            if kind == "abort":
-                clip.encoder.abort()
-                send_message(result_fd, ("aborted", clip_id))
-                continue
+    results = _Results(result_fd)
+    governor = SpeedGovernor(os.cpu_count() or 1, warn=lambda text: results.send(("log", logging.WARNING, text)))
+    results.send(("ready",))
+    commands = _Commands(command_fd, parent_pid)
+    while True:
+        message = commands.next()
+        if message is None or message[0] == "quit":
+            break
+        kind = message[0]
+        clip_id = message[1]
+        if kind == "open":
+            _, _, slots, height, width, path, options = message
+            ring_fd = commands.fds.pop(0)
+            lock_fd = None if path is None else commands.fds.pop(0)  # a clip of samples only claims no name
+            ring = _Ring(slots, height, width, fd=ring_fd)
+            ring.close_fd()
             try:
-                path = clip.encoder.close()
-            except Exception as error:
-                clip.encoder.abort()
-                send_message(result_fd, _failure(clip_id, error))
-            else:
-                send_message(result_fd, ("saved", clip_id, path, clip.encoder.frames))
-        else:  # the command pipe closed without "quit": the training process is gone
-            for clip in clips.values():
-                if clip.encoder is not None and clip.encoder.frames > 0:
-                    clip.encoder.salvage()
-                elif clip.encoder is not None:
-                    clip.encoder.abort()
-    os.close(result_fd)
+                options = VideoOptions(**options)
+                setting = governor.open(clip_id, options, height, width)
+                send = _sample_sender(results, clip_id) if options.samples else None
+                encoder = open_clip_encoder(path, height, width, options, send, lock_fd, setting)
+                clips[clip_id] = _Clip(ring, encoder)
+            except Exception as error:  # reported once, then the clip's frames are skipped
+                clips[clip_id] = _Clip(ring, None, error)
+                results.send(_failure(clip_id, error))
+            continue
+        clip = clips[clip_id]
+        if kind == "frame":
+            frame = clip.ring.frames[message[2]]
+            if clip.encoder is not None:
+                try:
+                    started = time.perf_counter()
+                    clip.encoder.write(frame)
+                    _adapt(governor, clips, clip_id, time.perf_counter() - started, message[3])
+                except Exception as error:
+                    # a full disk or an I/O error: keep what was written for recover()
+                    clip.encoder.abort(keep=isinstance(error, OSError) and clip.encoder.frames > 0)
+                    clip.encoder = None
+                    results.send(_failure(clip_id, error))
+            clip.ring.taken[0] += 1
+            continue
+        del clips[clip_id]
+        governor.closed(clip_id)
+        clip.ring.release()
+        if clip.encoder is None:
+            continue  # its failure was already reported
+        if kind == "abort":
+            clip.encoder.abort()
+            results.send(("aborted", clip_id))
+            continue
+        try:
+            path = clip.encoder.close()
+        except Exception as error:
+            clip.encoder.abort(keep=isinstance(error, OSError))
+            results.send(_failure(clip_id, error))
+        else:
+            results.send(("saved", clip_id, path, clip.encoder.frames, clip.encoder.report()))
+    # The parent is gone (or quit with clips still open, after an error): nothing captured is lost.
+    for clip in clips.values():
+        if clip.encoder is not None and clip.encoder.frames > 0:
+            try:
+                clip.encoder.salvage()
+            except Exception:  # e.g. a full disk: the playable temporary file stays for recover()
+                clip.encoder.abort(keep=True)
+        elif clip.encoder is not None:
+            clip.encoder.abort()
+    if results.fd is not None:
+        os.close(results.fd)
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]))
+    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

@@ -11,16 +11,18 @@ Two W&B behaviours lose videos silently; both are detected here and warned about
   without ``step`` instead (it lands in the run's next row) and the warning says what to change;
 - two ``commit=False`` logs of the same key before the next commit keep only the last one.
 
-    >>> import numpy as np, tempfile, wandb                             # doctest: +SKIP
-    >>> from episode_recorder.recorder import Recorder, VideoOptions    # doctest: +SKIP
-    >>> run = wandb.init(project="demo", mode="offline")                # doctest: +SKIP
+    >>> import glob, numpy as np, tempfile, wandb
+    >>> from episode_recorder.recorder import Recorder, VideoOptions
+    >>> run = wandb.init(project="demo", mode="offline")
     >>> recorder = Recorder(tempfile.mkdtemp(), VideoOptions(format="mp4"),
-    ...                     on_saved=lambda clip: log_clip_to_wandb(clip, key="video"))  # doctest: +SKIP
-    >>> segment = recorder.start("episode_0", episode_id=0)             # doctest: +SKIP
-    >>> for t in range(8):                                              # doctest: +SKIP
+    ...                     on_saved=lambda clip: log_clip_to_wandb(clip, key="video"))
+    >>> segment = recorder.start("episode_0", episode_id=0)
+    >>> for t in range(8):
     ...     segment.add(np.full((32, 48, 3), t * 30, np.uint8))
-    >>> _ = segment.stop(); _ = recorder.close()  # logs {"video": ..., "video_episode_id": 0}  # doctest: +SKIP
-    >>> run.finish()                                                     # doctest: +SKIP
+    >>> _ = segment.stop(); _ = recorder.close()  # logs {"video": ..., "video_episode_id": 0}
+    >>> len(glob.glob(f"{run.dir}/media/videos/*.mp4"))
+    1
+    >>> run.finish()
 """
 
 from __future__ import annotations
@@ -69,7 +71,14 @@ def log_videos(
     With ``step`` the row is that W&B step; without, it is logged with ``commit=False`` and
     rides on the run's next ``log``. The frame rate and format are the file's own.
 
-        >>> log_videos({"eval/video": "videos/episode_0.mp4"}, extra={"eval/return": 3.0})  # doctest: +SKIP
+        >>> import numpy as np, wandb
+        >>> from episode_recorder.sinks.video import VideoFileEncoder, VideoOptions
+        >>> encoder = VideoFileEncoder("episode_0.mp4", 32, 32, VideoOptions())
+        >>> for t in range(4):
+        ...     encoder.write(np.full((32, 32, 3), 60 * t, np.uint8))
+        >>> run = wandb.init(project="demo", mode="offline")
+        >>> log_videos({"eval/video": encoder.close()}, extra={"eval/return": 3.0})
+        >>> run.finish()
     """
     paths = {key: os.fspath(path) for key, path in videos.items()}
     where = ", ".join(paths.values())
@@ -142,7 +151,10 @@ def log_clip_to_wandb(
     The caption defaults to :func:`clip_caption`; ``f"{key}_episode_id"`` is logged too when
     the clip has an episode id and ``log_episode_id`` is true.
 
-        >>> recorder = Recorder("videos", VideoOptions(), on_saved=log_clip_to_wandb)  # doctest: +SKIP
+        >>> from episode_recorder.recorder import Recorder, VideoOptions
+        >>> recorder = Recorder("videos", VideoOptions(), on_saved=log_clip_to_wandb)
+        >>> recorder.close()
+        []
     """
     extra = {f"{key}_episode_id": clip.episode_id} if log_episode_id and clip.episode_id is not None else {}
     log_videos(
