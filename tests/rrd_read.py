@@ -9,15 +9,25 @@ from typing import Any
 import numpy as np
 
 
-def read_rrd(path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Entity path -> rows; each row maps component/timeline column names to values, plus ``static``."""
+def read_rrd(path: str | Path, durations_ns: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Entity path -> rows; each row maps component/timeline column names to values, plus ``static``.
+
+    ``durations_ns``: duration timelines as integer nanoseconds, not ``timedelta`` (which cannot
+    hold e.g. 1/30 s)."""
+    import pyarrow as pa
+
     from rerun.chunk import RrdReader
 
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for chunk in RrdReader(path).stream():
         batch = chunk.to_record_batch()
         names = [n for n in batch.schema.names if n not in ("rerun.controls.RowId", "log_time", "log_tick")]
-        columns = {n: batch.column(n).to_pylist() for n in names}
+        columns = {}
+        for n in names:
+            column = batch.column(n)
+            if durations_ns and pa.types.is_duration(column.type):
+                column = column.cast(pa.int64())
+            columns[n] = column.to_pylist()
         for i in range(chunk.num_rows):
             row = {n: columns[n][i] for n in names}
             row["static"] = chunk.is_static

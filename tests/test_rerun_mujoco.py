@@ -443,7 +443,7 @@ def test_camera_frames_are_jpeg(tmp_path: Path) -> None:
 
     path = tmp_path / "frames.rrd"
     base = gym.make("InvertedPendulum-v5", render_mode="rgb_array", width=64, height=48)
-    env = LogRerun(base, save_path=path, log_frames=True)
+    env = LogRerun(base, save_path=path, log_frames=True, frames="jpeg")
     env.reset(seed=0)
     for _ in range(3):
         env.step(env.action_space.sample())

@@ -3,7 +3,10 @@
 A :class:`Segment` is one recorded stretch (an episode or a snippet) of one env; it holds one
 :class:`Clip` per camera, opened at the camera's first frame. Frames stream to the background
 encoder as they arrive, so memory does not grow with episode length. Results (a saved file, an
-encoder error) surface on the caller's thread at the next call.
+encoder error) surface on the caller's thread at the next call. With ``rerun=`` the same encoded
+frames also go to a Rerun stream as ``rr.VideoStream`` samples, with the rewards and actions
+given to ``add`` as scalars (see :mod:`episode_recorder.sinks.rerun`); ``folder=None`` writes no
+files, Rerun only.
 
 No two clips share a path: a name already taken (by a file, or by a clip another recorder is
 writing) gets the next free ``<stem>-1.<format>``, ``<stem>-2.<format>``, ... (see
@@ -29,11 +32,16 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from episode_recorder.frames import to_rgb
 from episode_recorder.keep import KeepPolicy, Retention
 from episode_recorder.sinks.video import EncoderProcessDied, VideoEncoderProcess, VideoOptions, WhenFull, claim_path
+
+if TYPE_CHECKING:
+    import rerun as rr
+
+    from episode_recorder.sinks.rerun import RerunVideoSink, ScalarTrack, Timelines, VideoTrack
 
 ClipStatus = Literal["recording", "encoding", "saved", "discarded", "failed", "deleted"]  # deleted: by keep=
 
@@ -45,7 +53,7 @@ class Clip:
     """One recorded segment of one camera of one env, and what is known about it."""
 
     name: str
-    path: str
+    path: str | None  # None: a clip sent to Rerun only
     camera: str | None
     fps: float
     format: str
@@ -97,27 +105,42 @@ class Recorder:
     names the file. :meth:`close` always stops the encoder process, even after errors.
     In a ``fork()``-ed child the recorder starts its own encoder on first use: clips the parent
     was writing stay the parent's, and a segment open at the fork continues in new files.
+
+    ``rerun`` (an ``rr.RecordingStream`` or a :class:`~episode_recorder.sinks.rerun.RerunVideoSink`):
+    every clip also goes to Rerun as the same H.264 samples (mp4 files are encoded once; webm and
+    gif files get a second, H.264 encode in the encoder process). ``folder=None``: Rerun only.
     """
 
     def __init__(
         self,
-        folder: str | os.PathLike[str],
+        folder: str | os.PathLike[str] | None,
         options: VideoOptions,
         *,
         queue_frames: int = 16,
         when_full: WhenFull = "wait",
         on_saved: Callable[[Clip], None] | None = None,
         keep: KeepPolicy | None = None,
+        rerun: rr.RecordingStream | RerunVideoSink | None = None,
     ) -> None:
-        self.folder = os.path.abspath(os.fspath(folder))
-        os.makedirs(self.folder, exist_ok=True)
-        check_writable(self.folder)
+        if folder is None and rerun is None:
+            raise ValueError("A Recorder needs a folder for video files, a rerun= stream, or both.")
+        self.folder = None if folder is None else os.path.abspath(os.fspath(folder))
+        if self.folder is not None:
+            os.makedirs(self.folder, exist_ok=True)
+            check_writable(self.folder)
+        self.rerun: RerunVideoSink | None = None
+        if rerun is not None:
+            from episode_recorder.sinks.rerun import RerunVideoSink
+
+            self.rerun = rerun if isinstance(rerun, RerunVideoSink) else RerunVideoSink(rerun)
+            options = replace(options, samples=True)
         self.options = options
         self.on_saved = on_saved
         self.retention = None if keep is None else Retention(keep)
         self.clips: list[Clip] = []
         self._encoder = VideoEncoderProcess(queue_frames, when_full)
         self._unfinished: dict[int, Clip] = {}  # clips whose result has not arrived yet
+        self._tracks: dict[int, VideoTrack] = {}  # clip id -> its Rerun video entity
         self._segments: list[Segment] = []
         self._closed = False
 
@@ -178,6 +201,8 @@ class Recorder:
                     errors.append(error)
         finally:
             self._encoder.shutdown()
+            if self.rerun is not None:
+                self.rerun.close()
         if errors:
             raise errors[0]
         return self.clips
@@ -187,7 +212,7 @@ class Recorder:
         inherited = self._encoder
         if inherited.forked:
             self._encoder = VideoEncoderProcess(inherited.queue_frames, inherited.when_full)
-            self._unfinished = {}
+            self._unfinished, self._tracks = {}, {}
             self.clips = [clip for clip in self.clips if clip.status in ("saved", "discarded", "failed")]
             for segment in self._segments:
                 segment.clips, segment._clip_ids = {}, {}
@@ -195,13 +220,18 @@ class Recorder:
 
     def _open(self, segment: Segment, camera: str | None, height: int, width: int) -> tuple[int, Clip]:
         suffix = "" if camera is None else f"_key_{camera.replace(os.sep, '_')}"
-        wanted = os.path.join(self.folder, f"{segment.name}{suffix}.{self.options.extension}")
-        dropping = {i for i, clip in self._unfinished.items() if clip.path == wanted and clip.status == "discarded"}
-        if dropping:  # a clip of ours being dropped holds the name: it is free once the encoder has removed it
-            self._handle(self._encoder.wait(dropping))
-        path, lock_fd = claim_path(wanted)
+        name = f"{segment.name}{suffix}.{self.options.extension}"
+        path: str | None = None  # a clip sent to Rerun only: no file, no name to claim
+        lock_fd: int | None = None
+        if self.folder is not None:
+            wanted = os.path.join(self.folder, name)
+            dropping = {i for i, clip in self._unfinished.items() if clip.path == wanted and clip.status == "discarded"}
+            if dropping:  # a clip of ours being dropped holds the name: it is free once the encoder has removed it
+                self._handle(self._encoder.wait(dropping))
+            path, lock_fd = claim_path(wanted)
+            name = os.path.basename(path)
         clip = Clip(
-            name=os.path.basename(path),
+            name=name,
             path=path,
             camera=camera,
             fps=segment.fps,
@@ -215,6 +245,8 @@ class Recorder:
         clip_id = self._encoder.open(clip.path, height, width, replace(self.options, fps=segment.fps), lock_fd)
         self.clips.append(clip)
         self._unfinished[clip_id] = clip
+        if self.rerun is not None:
+            self._tracks[clip_id] = self.rerun.video(segment.timelines, segment.env_index, camera)
         return clip_id, clip
 
     def _handle(self, results: list[tuple[Any, ...]]) -> None:
@@ -227,9 +259,17 @@ class Recorder:
             if kind == "died":
                 died = result[1]
                 continue
+            if kind == "sample":
+                self._tracks[result[1]].sample(*result[2])
+                continue
             clip = self._unfinished.pop(result[1])
+            track = self._tracks.pop(result[1], None)
+            if track is not None and kind != "aborted":  # a discarded clip's samples are dropped
+                track.flush()
             if kind == "saved":
-                clip.status, clip.path, clip.name = "saved", result[2], os.path.basename(result[2])
+                clip.status, clip.path = "saved", result[2]
+                if clip.path is not None:
+                    clip.name = os.path.basename(clip.path)
                 if len(result) > 4:
                     clip.extra["encoder"] = result[4]  # the settings actually used (preset, threads, ...)
                 log_saved(clip)
@@ -261,7 +301,7 @@ class Recorder:
             except Exception as error:
                 error.add_note(f"in on_saved for {clip.path} (the video itself is saved)")
                 errors.append(error)
-            if self.retention is not None:
+            if self.retention is not None and clip.path is not None:  # keep= is about files
                 for old in self.retention.add(clip):
                     delete_clip(old)
         if errors:
@@ -300,11 +340,12 @@ def write_sidecar(path: str | os.PathLike[str], info: dict[str, Any]) -> str:
 
 def log_saved(clip: Clip) -> None:
     """One INFO line per saved file; a WARNING when frames were dropped (``when_full="drop"``)."""
-    logger.info("saved %s (%d frames, %.2f s of video)", clip.path, clip.frames, clip.frames / clip.fps)
+    where = clip.path or f"{clip.name} (to Rerun only)"
+    logger.info("saved %s (%d frames, %.2f s of video)", where, clip.frames, clip.frames / clip.fps)
     if clip.dropped_frames:
         logger.warning(
             "%s: %d frames were dropped because the encoder fell behind (when_full='drop')",
-            clip.path,
+            where,
             clip.dropped_frames,
         )
 
@@ -345,9 +386,17 @@ class Segment:
         self.clips: dict[str | None, Clip] = {}
         self._clip_ids: dict[str | None, int] = {}
         self.frames = 0
+        sink = recorder.rerun
+        self.timelines: Timelines | None = None if sink is None else sink.timelines_for(name, fps)
+        self._scalars: ScalarTrack | None = None if sink is None else sink.scalars(self.timelines, env_index)
 
-    def add(self, frames: Any) -> None:
-        """Record one step: a frame, or a flat ``{camera: frame}`` mapping (see ``flatten_frames``)."""
+    def add(self, frames: Any, *, step: int | None = None, reward: Any = None, action: Any = None) -> None:
+        """Record one step: a frame, or a flat ``{camera: frame}`` mapping (see ``flatten_frames``).
+
+        With Rerun: the frame is shown at ``step`` on the recording's step timeline (default: the
+        frame's index, or ``start_step`` + index with shared timelines), and ``reward`` / ``action``
+        (the step's, when numeric) are logged there as scalars.
+        """
         self.recorder.poll()
         flat = frames if isinstance(frames, dict) else {None: frames}
         if self.clips and flat.keys() != self.clips.keys():
@@ -364,16 +413,29 @@ class Segment:
                     f"{clip.height}x{clip.width}, this frame is {rgb.shape[0]}x{rgb.shape[1]}. "
                     "Render every step of an episode at one size."
                 )
+        if self.timelines is not None and step is None:
+            step = self.frames + (self.start_step if self.timelines.shared else 0)
+        if self.timelines is not None and not self.frames and self.recorder.rerun.mark_recordings:
+            from episode_recorder.sinks.rerun import log_recording_start
+
+            log_recording_start(
+                self.recorder.rerun.stream, self.timelines, step, self.name, self.episode_id, self.env_index
+            )
         for camera, rgb in converted.items():
             if camera not in self.clips:
                 self._clip_ids[camera], self.clips[camera] = self.recorder._open(self, camera, *rgb.shape[:2])
             clip = self.clips[camera]
             if clip.status == "failed":
                 continue  # its error was raised already
-            if self.recorder._encoder.write(self._clip_ids[camera], rgb):
+            clip_id = self._clip_ids[camera]
+            if self.recorder._encoder.write(clip_id, rgb):
                 clip.frames += 1
+                if clip_id in self.recorder._tracks:
+                    self.recorder._tracks[clip_id].frame(step)
             else:
                 clip.dropped_frames += 1
+        if self._scalars is not None and (reward is not None or action is not None):
+            self._scalars.add(step, reward=reward, action=action)
         self.frames += 1
 
     def stop(
@@ -408,6 +470,8 @@ class Segment:
                 recorder._encoder.abort(clip_id)
                 clip.status = "discarded"
         self._clip_ids = {}
+        if self._scalars is not None:
+            self._scalars.flush()
         finishing = [clip for clip in self.clips.values() if clip.status == "encoding"]
         if wait and finishing:
             recorder.wait(finishing)

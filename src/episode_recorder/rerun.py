@@ -2,7 +2,8 @@
 
 Everything per step is buffered in numpy and sent with ``rr.send_columns`` every ``flush_every``
 frames or ``flush_seconds``, when a recording stops, and at interpreter exit; static geometry is
-logged once.
+logged once. Camera frames are encoded to H.264 by a background encoder process and logged as
+``rr.VideoStream`` samples.
 """
 
 from __future__ import annotations
@@ -14,19 +15,29 @@ import sys
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, SupportsFloat
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, SupportsFloat
 
 import numpy as np
 
 from episode_recorder._optional import require
-from episode_recorder.frames import EnvRows
+from episode_recorder.frames import EnvRows, flatten_frames
+from episode_recorder.recorder import Recorder, Segment
 from episode_recorder.rerun_stream import resolve_stream
 from episode_recorder.schedule import Schedule, Take
 from episode_recorder.scenes import SceneSource
 from episode_recorder.scenes.isaaclab import IsaacLabRerunLogger, is_isaaclab_scene
 from episode_recorder.scenes.mujoco import MujocoRerunLogger
 from episode_recorder.scenes.usd import UsdRerunLogger
+from episode_recorder.sinks.rerun import (
+    CAMERA_ENTITY,
+    SCALARS_ENTITY,
+    Layout,
+    RerunVideoSink,
+    Timelines,
+    log_recording_start,
+)
+from episode_recorder.sinks.video import VideoOptions
 from episode_recorder.triggers import capped_cubic_video_schedule
 
 if TYPE_CHECKING:
@@ -37,8 +48,8 @@ gym = require("gymnasium", "rerun", "episode_recorder.rerun.LogRerun")
 __all__ = ["IsaacLabRerunLogger", "LogRerun", "MujocoRerunLogger", "UsdRerunLogger"]
 
 SCENE_ROOT = "world"
-SCALARS_ROOT = "scalars"
-CAMERA_ENTITY = "camera"
+SCALARS_ROOT = SCALARS_ENTITY
+FrameFormat = Literal["video", "jpeg"]
 
 
 def is_mujoco_env(env: gym.Env[Any, Any]) -> bool:
@@ -74,6 +85,11 @@ def _step_duration(env: gym.Env[Any, Any]) -> float:
     return 1.0 / float(fps)
 
 
+def _has_video_stream() -> bool:
+    """Whether the installed rerun-sdk has ``rr.VideoStream`` (0.24 and later)."""
+    return hasattr(require("rerun", "rerun", "Logging to Rerun"), "VideoStream")
+
+
 def _flat_rows(values: list[np.ndarray], per_env: bool) -> np.ndarray | None:
     """(rows, [envs,] k) float64 from per-frame values, or None if they are not flat numeric arrays."""
     try:
@@ -93,8 +109,12 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     on ``reset()`` starts recording ``episode_{id}``, ``step_trigger(step_id)`` on the global
     step count starts ``step_{id}``; with neither, Gymnasium's capped-cubic schedule is used.
     ``recording_length=0`` records whole episodes, ``N > 0`` snippets of N frames after the first.
-    Each recording has the timelines ``{name}_step`` (frame index) and ``{name}_timestamp``
-    (frame index x the env's step duration).
+    Timelines (``timelines=``): ``"recording"`` (default) gives each recording its own pair,
+    ``{name}_step`` (frame index) and ``{name}_timestamp`` (frame index x the env's step
+    duration); ``"shared"`` puts every recording on one pair, ``env_step`` (the env steps taken so
+    far) and ``env_time``, with the episode id as the scalar ``scalars[/env_{i}]/episode``. Each
+    recording's name, episode and env are logged once to ``recordings`` (see
+    :func:`~episode_recorder.sinks.rerun.read_recordings`).
 
     Batched envs (``env.unwrapped.num_envs``, Isaac Lab) log the ``logged_envs`` only. They reset
     finished envs inside ``step()`` and call ``reset()`` once, so episodes are counted on the first
@@ -116,11 +136,15 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         >>> env.close()
 
     Keyword-only extras: ``log_frames`` (None: camera frames only when the env has no 3D scene
-    and renders ``rgb_array``; True: always, JPEG-compressed), ``jpeg_quality``,
+    and renders ``rgb_array``; True: always), ``frames`` ("video": H.264 ``rr.VideoStream``
+    samples encoded in a background process, keyframes at least every 2 s; "jpeg": one
+    ``EncodedImage`` per frame, compressed on this thread with ``jpeg_quality``), ``timelines``,
     ``log_observations``, ``flush_every`` (frames buffered between ``send_columns``), ``blueprint``
-    (send the default blueprint: 3D view, time series, camera), ``scene`` (a custom
+    (send the default blueprint: 3D view, camera, time series), ``scene`` (a custom
     :class:`~episode_recorder.scenes.SceneSource`), ``flush_seconds`` (buffered frames are also
-    sent once they are this old).
+    sent once they are this old). ``render()`` may return a frame, a (nested) mapping of cameras
+    (one video entity ``camera/{key}`` each) or, on batched envs, an ``(num_envs, H, W, 3)``
+    batch (``camera/env_{i}`` for each logged env).
 
     Nothing buffered is lost when ``close()`` is forgotten: an uncaught exception or the end of
     the script sends it at interpreter exit (and completes a ``save_path`` file). A SIGTERM or
@@ -139,6 +163,8 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         recording_length: int = 0,
         *,
         log_frames: bool | None = None,
+        frames: FrameFormat = "video",
+        timelines: Layout = "recording",
         jpeg_quality: int = 85,
         log_observations: bool = True,
         flush_every: int = 500,
@@ -160,6 +186,9 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(f"flush_every must be >= 1, received {flush_every}")
         if not flush_seconds > 0:
             raise ValueError(f"flush_seconds must be > 0, received {flush_seconds}")
+        if frames not in ("video", "jpeg"):
+            raise ValueError(f"frames must be 'video' or 'jpeg', received {frames!r}")
+        Timelines.of(timelines, "", 1.0)  # checks the layout
         self.logged_envs = [logged_envs] if isinstance(logged_envs, int) else list(logged_envs)
         # Check the input before resolve_stream creates a file.
         has_scene = scene is not None or is_mujoco_env(env) or is_isaaclab_env(env)
@@ -192,6 +221,8 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.recording_stream = resolve_stream(save_path, recording_stream, application_id)
         self._owns_stream = save_path is not None
         self.scene = scene if scene is not None else scene_source_for(env, self.logged_envs, self.recording_stream)
+        self.frames = frames if _has_video_stream() else "jpeg"  # how camera frames are (or would be) logged
+        self.timelines: Layout = timelines
         self.jpeg_quality = jpeg_quality
         self.log_observations = log_observations
         self.flush_every = flush_every
@@ -216,13 +247,29 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._timeline_name: str | None = None  # the running take's, kept for its last flush
         self._geometry_logged = False
         self._env_rows = EnvRows(self.logged_envs if self._batched else None)
+        self._num_envs = num_envs
+        self._timelines: Timelines | None = None
+        self._video: Segment | None = None
+        self._cameras: list[str] | None = None  # camera entities the blueprint shows
+        self._recorder: Recorder | None = None
+        if self.log_frames and self.frames == "video":  # started now, so no step waits for it
+            sink = RerunVideoSink(
+                self.recording_stream,
+                timelines=timelines,
+                step_duration=self.step_duration,
+                flush_every=min(flush_every, 64),
+                mark_recordings=False,
+            )
+            self._recorder = Recorder(None, VideoOptions(fps=1.0 / self.step_duration), rerun=sink)
         self._return: np.ndarray | float = 0.0
         self._env_episodes = np.zeros(len(self.logged_envs), dtype=np.int64)  # batched: per logged env
         self._episodes_changed = False
-        # Rows buffered since the last flush, one per frame: {"frame": i, column name: host value}.
+        # Rows buffered since the last flush, one per frame: {"step": timeline step, column name: host value}.
         self._rows: list[dict[str, Any]] = []
-        self._scene_frames: list[int] = []  # frames whose scene poses are buffered in self.scene
-        if blueprint:
+        self._scene_steps: list[int] = []  # timeline steps whose scene poses are buffered in self.scene
+        # With video frames the blueprint waits for the first frame: it has one view per camera.
+        self._blueprint_pending = blueprint and self._recorder is not None
+        if blueprint and self._recorder is None:
             self.recording_stream.send_blueprint(self.default_blueprint())
         _finish_at_exit(self)
 
@@ -230,13 +277,13 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     @property
     def sequence_timeline_name(self) -> str | None:
-        """``{name}_step`` of the running recording (None when idle)."""
-        return f"{self._timeline_name}_step" if self._timeline_name is not None else None
+        """``{name}_step`` (shared timelines: ``env_step``) of the running recording (None when idle)."""
+        return self._timelines.step if self._timelines is not None else None
 
     @property
     def timestamp_timeline_name(self) -> str | None:
-        """``{name}_timestamp`` of the running recording (None when idle)."""
-        return f"{self._timeline_name}_timestamp" if self._timeline_name is not None else None
+        """``{name}_timestamp`` (shared timelines: ``env_time``) of the running recording (None when idle)."""
+        return self._timelines.time if self._timelines is not None else None
 
     @property
     def recording(self) -> bool:
@@ -270,10 +317,24 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self.scene.log_geometry(self.recording_stream)
             self._geometry_logged = True
         self._timeline_name = take.name
+        self._timelines = Timelines.of(self.timelines, take.name, self.step_duration)
+        log_recording_start(  # a recording covers every logged env: no env index
+            self.recording_stream, self._timelines, self._step(take), take.name, take.episode_id, None
+        )
+        if self._recorder is not None:
+            self._video = self._recorder.start(
+                take.name, episode_id=take.episode_id, start_step=self.step_id + 1, fps=1.0 / self.step_duration
+            )
 
     def _close_take(self, take: Take) -> None:
-        self._flush()
-        self._timeline_name = None
+        try:
+            self._flush()
+            if self._video is not None:
+                video, self._video = self._video, None
+                video.stop()
+        finally:
+            self._timeline_name = None
+            self._timelines = None
 
     def close(self) -> None:
         """Stop the recording, then close the env; a ``save_path`` file is complete afterwards.
@@ -291,7 +352,11 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def _finish(self) -> None:
         """Send what is buffered and complete (own stream) or flush (a stream passed in) the recording."""
         _unfinished.discard(self)
-        self.stop_recording()
+        try:
+            self.stop_recording()
+        finally:
+            if self._recorder is not None:
+                self._recorder.close()  # every sample is sent
         if self._owns_stream:
             self.recording_stream.disconnect()
         else:
@@ -350,10 +415,15 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     # -- capture and flush ---------------------------------------------------------------------
 
+    def _step(self, take: Take) -> int:
+        """The step of the next frame: its index in the recording, or the env steps taken (shared timelines)."""
+        return self.step_id + 1 if self.timelines == "shared" else take.frames
+
     def _capture(self, obs: Any, reward: Any = None, action: Any = None, state: bool = True) -> None:
-        """Buffer one frame: host copies of reward/return/action and, with ``state``, of the scene, obs and JPEG."""
+        """Buffer one frame: host copies of reward/return/action and, with ``state``, of the scene, obs and camera."""
         take = self.schedule.take()
-        row: dict[str, Any] = {"frame": take.frames}
+        step = self._step(take)
+        row: dict[str, Any] = {"step": step}
         reward = self._host(reward)
         if reward is not None:
             self._return = self._return + reward
@@ -362,10 +432,12 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if state:
             if self.scene is not None:
                 self.scene.record_poses()
-                self._scene_frames.append(take.frames)
+                self._scene_steps.append(step)
             if self.log_observations:
                 row["observation"] = self._host(obs)
-            if self.log_frames:
+            if self.log_frames and self._video is not None:
+                self._add_video_frame(self.env.render(), step)
+            elif self.log_frames:
                 row["jpeg"] = self._jpeg(self.env.render())
         if self._batched and (self._episodes_changed or not take.frames):  # sparse: on change
             row["episode"] = self._env_episodes.copy()
@@ -374,6 +446,23 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if len(self._rows) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
             self._flush()
         self.schedule.frame_added()  # ends a snippet after recording_length + 1 frames
+
+    def _add_video_frame(self, render: Any, step: int) -> None:
+        """Queue the render for the encoder: a frame, a mapping of cameras, or the logged envs' rows of a batch."""
+        if isinstance(render, list):
+            render = render[-1]
+        if isinstance(render, Mapping):
+            frames: Any = flatten_frames(render, "/")
+        elif self._batched and len(getattr(render, "shape", ())) == 4 and render.shape[0] == self._num_envs:
+            rows = self._env_rows.select(render)
+            frames = {f"env_{env}": rows[i] for i, env in enumerate(self.logged_envs)}
+        else:
+            frames = render
+        self._video.add(frames, step=step)
+        if self._blueprint_pending:
+            self._cameras = sorted(frames) if isinstance(frames, dict) else None
+            self.recording_stream.send_blueprint(self.default_blueprint())
+            self._blueprint_pending = False
 
     def _jpeg(self, frame: Any) -> bytes:
         image_module = require("PIL.Image", "core", "Logging camera frames to Rerun")
@@ -388,29 +477,24 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         )
         return buffer.getvalue()
 
-    def _time_columns(self, frames: Sequence[int]) -> list[rr.TimeColumn]:
-        rr = require("rerun", "rerun", "Logging to Rerun")
-        index = np.asarray(frames, dtype=np.int64)
-        return [
-            rr.TimeColumn(self.sequence_timeline_name, sequence=index),
-            rr.TimeColumn(self.timestamp_timeline_name, duration=index * self.step_duration),
-        ]
+    def _time_columns(self, steps: Sequence[int]) -> list[rr.TimeColumn]:
+        return self._timelines.columns(steps)
 
     def _flush(self) -> None:
         """``send_columns`` every buffer of the running recording, then clear them."""
         rr = require("rerun", "rerun", "Logging to Rerun")
         self._last_flush = time.monotonic()
         rows, self._rows = self._rows, []
-        scene_frames, self._scene_frames = self._scene_frames, []
+        scene_steps, self._scene_steps = self._scene_steps, []
         stream = self.recording_stream
-        if self.scene is not None and scene_frames:
-            self.scene.flush(stream, self._time_columns(scene_frames))
+        if self.scene is not None and scene_steps:
+            self.scene.flush(stream, self._time_columns(scene_steps))
         for name in ("reward", "return", "action", "observation", "episode"):
             present = [row for row in rows if row.get(name) is not None]
             values = _flat_rows([row[name] for row in present], per_env=self._batched)
             if values is None:
                 continue
-            time_columns = self._time_columns([row["frame"] for row in present])
+            time_columns = self._time_columns([row["step"] for row in present])
             for env_row, env in enumerate(self.logged_envs if self._batched else [None]):
                 series = values[:, env_row] if self._batched else values
                 path = f"{SCALARS_ROOT}/{name}" if env is None else f"{SCALARS_ROOT}/env_{env}/{name}"
@@ -420,20 +504,22 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if images:
             stream.send_columns(
                 CAMERA_ENTITY,
-                indexes=self._time_columns([row["frame"] for row in images]),
+                indexes=self._time_columns([row["step"] for row in images]),
                 columns=rr.EncodedImage.columns(
                     blob=[row["jpeg"] for row in images], media_type=["image/jpeg"] * len(images)
                 ),
             )
 
     def default_blueprint(self) -> Any:
-        """3D view of the scene, time series of the scalars, and the camera (what is logged)."""
+        """3D view of the scene, the camera(s) (one 2D view each), and time series of the scalars."""
         rrb = require("rerun.blueprint", "rerun", "Logging to Rerun")
         views = []
         if self.scene is not None:
             views.append(rrb.Spatial3DView(origin=getattr(self.scene, "origin", "/"), name="scene"))
         if self.log_frames:
-            views.append(rrb.Spatial2DView(origin=f"/{CAMERA_ENTITY}", name="camera"))
+            for camera in self._cameras or [None]:
+                origin = f"/{CAMERA_ENTITY}" + ("" if camera is None else f"/{camera}")
+                views.append(rrb.Spatial2DView(origin=origin, name=camera or "camera"))
         views.append(rrb.TimeSeriesView(origin=f"/{SCALARS_ROOT}", name="scalars"))
         return rrb.Blueprint(rrb.Horizontal(*views), collapse_panels=False)
 

@@ -31,6 +31,7 @@ from episode_recorder.frames import flatten_frames, select
 from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Clip, Recorder
 from episode_recorder.schedule import Schedule, Take
+from episode_recorder.sinks.rerun import as_rerun_sink, row_of
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import clip_caption, log_videos, require_wandb
 
@@ -78,12 +79,14 @@ class EpisodeRenderStackWrapper(Wrapper):
         self._episode_keys: tuple[str, ...] | None = None  # None: single frames
         self._episode_frames = 0
         self._has_post_episode = False
+        self._step_scalars: dict[str, Any] = {}  # the last step's reward and action (subclasses log them)
 
     # --- UniEnv API -------------------------------------------------------------------------
     def step(self, action: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         self._step_frame = None
         self.video_step_num += 1
         obs, reward, terminated, truncated, info = self.env.step(action)
+        self._step_scalars = {"reward": reward, "action": action}
         self._capture()
         if not self._has_post_episode and self._is_render_termination(terminated, truncated):
             self._post_episode()
@@ -101,6 +104,7 @@ class EpisodeRenderStackWrapper(Wrapper):
             self.video_episode_start_step = self.video_step_num
         result = self.env.reset(*args, mask=mask, seed=seed, **kwargs)
         self._step_frame = None
+        self._step_scalars = {}
         self._capture()
         return result
 
@@ -184,8 +188,11 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
     ``bitrate`` (see :class:`~episode_recorder.sinks.video.VideoOptions` for the defaults),
     ``queue_frames`` and ``when_full`` (``"wait"``: never lose a frame; ``"drop"``: never wait),
     ``episode_trigger(episode_num)`` (default: every episode) and ``finish_in_background`` (True:
-    that call returns at once and the file completes a few frames later; ``close()`` waits), and
-    ``keep`` (which finished clips stay on disk, e.g. ``Keep(last=5)``; see :mod:`episode_recorder.keep`).
+    that call returns at once and the file completes a few frames later; ``close()`` waits),
+    ``keep`` (which finished clips stay on disk, e.g. ``Keep(last=5)``; see :mod:`episode_recorder.keep`),
+    and ``rerun`` (True: the global stream, a path to an ``.rrd``, or an ``rr.RecordingStream``: the
+    same encoded clips also go to Rerun, one ``VideoStream`` per camera, with the rendered env's
+    rewards and actions as scalars).
     Frames rendered after an episode ended and before the next reset belong to no episode and
     are not written.
 
@@ -219,6 +226,7 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         episode_trigger: Callable[[int], bool] | None = None,
         finish_in_background: bool = False,
         keep: KeepPolicy | None = None,
+        rerun: Any = None,
     ) -> None:
         options = _video_options(format, fps, crf, preset, bitrate)  # checked before anything is created
         super().__init__(env, done_index=done_index, rendered_index=rendered_index, nested_separator=nested_separator)
@@ -227,7 +235,14 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         self.fps = fps
         self.episode_trigger = episode_trigger
         self.finish_in_background = finish_in_background
-        self.recorder = Recorder(self.store_dir, options, queue_frames=queue_frames, when_full=when_full, keep=keep)
+        self.recorder = Recorder(
+            self.store_dir,
+            options,
+            queue_frames=queue_frames,
+            when_full=when_full,
+            keep=keep,
+            rerun=as_rerun_sink(rerun, type(env).__name__),
+        )
         self.schedule = Schedule(
             episode_trigger=episode_trigger or (lambda episode: True), on_start=self._open_take, on_stop=self._close_take
         )
@@ -251,7 +266,10 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
             self.schedule.episode_started(episode_id=self.video_episode_num)
         take = self.schedule.take()
         if take is not None:
-            take.segment.add(frame)
+            scalars = self._step_scalars
+            if self.env.batch_size is not None and self.rendered_index is not None:
+                scalars = {name: row_of(value, self.rendered_index) for name, value in scalars.items()}
+            take.segment.add(frame, **scalars)
             self.schedule.frame_added()
 
     def _open_take(self, take: Take) -> None:

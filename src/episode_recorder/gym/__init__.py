@@ -5,8 +5,10 @@ Same constructor arguments, defaults, triggers, attributes and file names as Gym
 process as they are captured instead of piling up in memory until moviepy encodes them while
 training waits, and every captured frame is in the file. Extras are keyword arguments:
 ``format`` ("mp4", "webm", "gif"), ``crf`` / ``preset`` / ``bitrate``, ``on_video_saved(path, info)``,
-``sidecar`` (a ``.json`` next to each video), ``queue_frames`` / ``when_full`` and
-``finish_in_background``.
+``sidecar`` (a ``.json`` next to each video), ``queue_frames`` / ``when_full``,
+``finish_in_background`` and ``rerun`` (True: the global stream, a path to an ``.rrd``, or an
+``rr.RecordingStream``: the same encoded clips also go to Rerun as ``rr.VideoStream`` samples,
+with rewards and actions as scalars).
 
     >>> import gymnasium as gym, tempfile, os
     >>> from episode_recorder.gym import RecordVideo
@@ -33,6 +35,7 @@ from episode_recorder._optional import require
 from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Clip, Recorder, write_sidecar
 from episode_recorder.schedule import Schedule, Take
+from episode_recorder.sinks.rerun import as_rerun_sink
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import active_run, log_clip_to_wandb
 from episode_recorder.triggers import capped_cubic_video_schedule
@@ -102,6 +105,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         wandb_log_key: str | None = None,
         finish_in_background: bool = False,
         keep: KeepPolicy | None = None,
+        rerun: Any = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -142,7 +146,10 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.video_length: int | float = video_length if video_length != 0 else float("inf")
         self.render_history: list[Any] = []
 
-        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
+        self.recorder: Recorder = start_recorder(
+            self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep, rerun
+        )
+        self._step_scalars: dict[str, Any] = {}  # the last step's reward and action, for Rerun
         self.schedule = Schedule(
             episode_trigger=episode_trigger,
             step_trigger=step_trigger,
@@ -184,6 +191,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.schedule.episode_started()
         self._episode_return, self._episode_length, self._episode_done = 0.0, 0, False
         self._stats_episode = self.episode_id
+        self._step_scalars = {}
         if self.recording:
             self._capture_frame()
         return obs, info
@@ -191,6 +199,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the environment, capturing a frame while recording."""
         obs, reward, terminated, truncated, info = self.env.step(action)
+        self._step_scalars = {"reward": reward, "action": action}
         self.schedule.advance()
         if self._summable and self.recording:  # the episode's summary goes into the clip's metadata
             try:
@@ -282,7 +291,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 f"Recording stopped: expected type of frame returned by render to be a numpy array, got instead {type(frame)}."
             )
             return
-        self.schedule.take().segment.add(frame)
+        self.schedule.take().segment.add(frame, **self._step_scalars)
         self.schedule.frame_added()
 
 
@@ -329,6 +338,7 @@ def start_recorder(
     queue_frames: int,
     when_full: WhenFull,
     keep: KeepPolicy | None = None,
+    rerun: Any = None,
 ) -> Recorder:
     """Set a RecordVideo wrapper's encoder attributes and start its recorder.
 
@@ -355,6 +365,7 @@ def start_recorder(
             key = wrapper.wandb_log_key if clip.env_index is None else f"{wrapper.wandb_log_key}/env_{clip.env_index}"
             log_clip_to_wandb(clip, key=key)
 
+    spec = getattr(wrapper.env, "spec", None)
     return Recorder(
         wrapper.video_folder,
         wrapper.video_options,
@@ -362,4 +373,5 @@ def start_recorder(
         when_full=wrapper.when_full,
         on_saved=saved,
         keep=keep,
+        rerun=as_rerun_sink(rerun, spec.id if spec is not None else type(wrapper).__name__),
     )

@@ -40,6 +40,7 @@ from episode_recorder.gym import (
 from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
+from episode_recorder.sinks.rerun import row_of
 from episode_recorder.sinks.video import WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
 
@@ -68,8 +69,9 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
 
     The other extras match :class:`episode_recorder.gym.RecordVideo`: ``format``, ``crf``,
     ``preset``, ``bitrate``, ``on_video_saved(path, info)``, ``sidecar``, ``queue_frames``,
-    ``when_full``, ``wandb_log_key``, ``finish_in_background``, ``keep``. A video is complete under its name
-    when the call that ends its recording returns. A wrapper that is not recording never calls
+    ``when_full``, ``wandb_log_key``, ``finish_in_background``, ``keep``, ``rerun`` (the clips also go
+    to Rerun, ``camera[/env_{i}]``, with the recorded envs' rewards and actions as scalars). A video
+    is complete under its name when the call that ends its recording returns. A wrapper that is not recording never calls
     ``render()``.
 
         >>> import gymnasium as gym, os
@@ -111,6 +113,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         wandb_log_key: str | None = None,
         finish_in_background: bool = False,
         keep: KeepPolicy | None = None,
+        rerun: Any = None,
     ) -> None:
         VectorWrapper.__init__(self, env)
         gym.utils.RecordConstructorArgs.__init__(
@@ -159,7 +162,10 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         self.render_history: list[Any] = []
         self._grid: np.ndarray | None = None
 
-        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
+        self.recorder: Recorder = start_recorder(
+            self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep, rerun
+        )
+        self._step_scalars: dict[str, Any] = {}  # the last step's rewards and actions, for Rerun
         per_env = self.env_indices is not None
         self.schedule = Schedule(
             self.env_indices if per_env else [None],  # None: the tiled overview, following env 0's episodes
@@ -201,6 +207,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
     # --- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset (all envs, or those in ``options["reset_mask"]``), starting recordings as triggered."""
+        self._step_scalars = {}
         if self.env_indices is not None:
             return self._reset_per_env(seed, options)
         if options is None or "reset_mask" not in options or options["reset_mask"][0]:
@@ -214,6 +221,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step the envs, capturing a frame while recording."""
         obs, rewards, terminations, truncations, info = self.env.step(actions)
+        self._step_scalars = {"reward": rewards, "action": actions}
         self.schedule.advance()
         if self.env_indices is not None:
             self._step_per_env(rewards, terminations, truncations)
@@ -291,7 +299,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         envs_frame = self.env.render()
         assert isinstance(envs_frame, Sequence), type(envs_frame)
         assert len(envs_frame) == self.num_envs
-        self.schedule.take().segment.add(self._tile(envs_frame))
+        self.schedule.take().segment.add(self._tile(envs_frame), **self._step_scalars)
         self.schedule.frame_added()
 
     def _tile(self, envs_frame: Sequence[Any]) -> np.ndarray:
@@ -365,7 +373,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             take = self.schedule.take(index)
             if take.frames == 0:
                 take.segment.start_step = step
-            take.segment.add(envs_frame[index])
+            take.segment.add(envs_frame[index], **{k: row_of(v, index) for k, v in self._step_scalars.items()})
             self._env[index].last_step = step
             self.schedule.frame_added(index)
 

@@ -3,7 +3,8 @@
 Run as ``python -m episode_recorder.sinks._video_worker COMMAND_FD RESULT_FD PARENT_PID``. It reads
 ``open`` / ``frame`` / ``close`` / ``abort`` / ``quit`` messages from a Unix socket (``open`` carries
 the clip's ring memory and the lock on its temporary file as descriptors), takes frames out of each
-clip's shared-memory ring, and reports ``saved`` / ``aborted`` / ``failed`` results. When the parent
+clip's shared-memory ring, and reports ``saved`` / ``aborted`` / ``failed`` results (and a ``sample``
+per encoded frame of clips opened with ``VideoOptions(samples=True)``). When the parent
 goes away without ``quit`` (its socket closes, or it exits while a forked child still holds the
 socket), every open clip is finished as a playable ``<name>.partial.<format>`` file, then the
 process ends. Signals meant for the job (SIGINT, SIGTERM, SIGHUP) are ignored: the parent decides.
@@ -25,12 +26,13 @@ from typing import Any
 
 import av
 
+from episode_recorder.sinks.h264 import open_clip_encoder
 from episode_recorder.sinks.speed import SpeedGovernor
-from episode_recorder.sinks.video import VideoFileEncoder, VideoOptions, _Ring, send_message
+from episode_recorder.sinks.video import VideoOptions, _Ring, send_message
 
 
 class _Clip:
-    def __init__(self, ring: _Ring, encoder: VideoFileEncoder | None, error: BaseException | None = None) -> None:
+    def __init__(self, ring: _Ring, encoder: Any, error: BaseException | None = None) -> None:
         self.ring = ring
         self.encoder = encoder
         self.error = error
@@ -111,6 +113,10 @@ class _Results:
             self.fd = None
 
 
+def _sample_sender(results: _Results, clip_id: int) -> Any:
+    return lambda sample: results.send(("sample", clip_id, sample))
+
+
 def _adapt(governor: SpeedGovernor, clips: dict[int, _Clip], clip_id: int, cost: float, waited: bool) -> None:
     """Tell the governor what a frame cost; make the change it asks for, if any."""
     change = governor.encoded(clip_id, cost, time.perf_counter(), waited)
@@ -141,13 +147,16 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
         clip_id = message[1]
         if kind == "open":
             _, _, slots, height, width, path, options = message
-            ring_fd, lock_fd = commands.fds.pop(0), commands.fds.pop(0)
+            ring_fd = commands.fds.pop(0)
+            lock_fd = None if path is None else commands.fds.pop(0)  # a clip of samples only claims no name
             ring = _Ring(slots, height, width, fd=ring_fd)
             ring.close_fd()
             try:
                 options = VideoOptions(**options)
                 setting = governor.open(clip_id, options, height, width)
-                clips[clip_id] = _Clip(ring, VideoFileEncoder(path, height, width, options, lock_fd, setting))
+                send = _sample_sender(results, clip_id) if options.samples else None
+                encoder = open_clip_encoder(path, height, width, options, send, lock_fd, setting)
+                clips[clip_id] = _Clip(ring, encoder)
             except Exception as error:  # reported once, then the clip's frames are skipped
                 clips[clip_id] = _Clip(ring, None, error)
                 results.send(_failure(clip_id, error))

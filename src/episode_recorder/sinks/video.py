@@ -52,7 +52,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any, Literal
@@ -82,6 +82,9 @@ class VideoOptions:
     given. ``threads`` defaults to 1 on machines with up to 2 cores (the step loop keeps the other
     one), else ``min(4, cores // 2)``; "auto" adds threads only while the caller is blocked at the
     fastest preset. Each clip's metadata records the settings used (``"encoder"``).
+    ``samples``: also send the clip's H.264 samples back to the training process (for Rerun's
+    ``VideoStream``; see :mod:`episode_recorder.sinks.h264`): no B-frames and a keyframe at least
+    every 2 s then.
 
     >>> VideoOptions(format="webm", fps=50).extension
     'webm'
@@ -93,6 +96,7 @@ class VideoOptions:
     preset: str | None = AUTO
     bitrate: int | None = None
     threads: int | None = None
+    samples: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -313,7 +317,8 @@ class VideoFileEncoder:
 
     ``setting`` (default: the options' preset, or the "auto" start) can be changed inside the clip
     with :meth:`switch`. ``encode_seconds`` is the time spent in :meth:`write` (colour conversion
-    and encoding).
+    and encoding). ``on_sample`` (mp4 only): each encoded packet also goes out as an H.264
+    sample (see :mod:`episode_recorder.sinks.h264`).
 
     >>> import numpy as np, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "clip.webm")
@@ -332,6 +337,7 @@ class VideoFileEncoder:
         options: VideoOptions,
         lock_fd: int | None = None,
         setting: EncoderSetting | None = None,
+        on_sample: Callable[[Any], None] | None = None,
     ) -> None:
         import av
         from av.video.reformatter import VideoReformatter
@@ -348,6 +354,7 @@ class VideoFileEncoder:
         self.settings_used: list[tuple[EncoderSetting, int]] = [(self.setting, 0)]  # (setting, first frame)
         self._size = (height, width)
         self._pad = (0, 0)
+        self._on_sample = on_sample
         self._reformatter = VideoReformatter()
         rate = Fraction(options.fps).limit_denominator(1001)
         self._time_base = 1 / rate
@@ -474,12 +481,8 @@ class VideoFileEncoder:
     def _yuv_frame(self, rgb: np.ndarray) -> Any:
         import av
 
-        if any(self._pad):
-            rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         # swscale bilinear: "point" converts 20-35% faster but loses 0.7-1.9 dB, "fast_bilinear" is no faster.
-        return self._reformatter.reformat(
-            av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p", threads=self.setting.threads
-        )
+        return self._reformatter.reformat(rgb_frame(rgb, self._pad), format="yuv420p", threads=self.setting.threads)
 
     def _gif_frame(self, rgb: np.ndarray) -> Any:
         import av
@@ -488,8 +491,21 @@ class VideoFileEncoder:
 
     def _mux(self, frame: Any) -> None:
         for packet in self._context.encode(frame):
+            if self._on_sample is not None:  # before muxing, which rescales the timestamps
+                from episode_recorder.sinks.h264 import sample_of
+
+                self._on_sample(sample_of(packet, self._context.extradata))
             packet.stream = self._stream
             self._container.mux(packet)
+
+
+def rgb_frame(rgb: np.ndarray, pad: tuple[int, int]) -> Any:
+    """An rgb24 ``av.VideoFrame``, padded by repeating the last ``pad`` = (rows, columns)."""
+    import av
+
+    if any(pad):
+        rgb = np.pad(rgb, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24")
 
 
 def _playable_while_written(options: VideoOptions) -> dict[str, str]:
@@ -520,6 +536,10 @@ def _configure(context: Any, options: VideoOptions, setting: EncoderSetting) -> 
     if options.format == "mp4":
         headers = _X264_AUTO_HEADERS if options.adaptive else "bframes=0"
         settings = {"preset": setting.preset, "x264-params": headers}
+        if options.samples:  # streamed samples: in frame order, decodable from a keyframe every 2 s
+            from episode_recorder.sinks.h264 import streaming_codec_options
+
+            settings.update(streaming_codec_options(options.fps))
     else:
         # No frame lag: the end of a clip costs one frame, not lag-in-frames (25) frames.
         settings = {"deadline": "realtime", "cpu-used": setting.preset, "row-mt": "1", "lag-in-frames": "0"}
@@ -637,7 +657,9 @@ class VideoEncoderProcess:
     ``write`` copies one frame into the ring and returns at once; when the ring is full it waits
     for the encoder (``when_full="wait"``, nothing lost) or skips the frame and returns False
     (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
-    ``("saved", clip, path, frames, encoder_report)``, ``("aborted", clip)``, ``("failed", clip, error)``.
+    ``("saved", clip, path, frames, encoder_report)``, ``("aborted", clip)``, ``("failed", clip, error)``,
+    and for clips opened with ``VideoOptions(samples=True)`` ``("sample", clip, (pts, keyframe, data))``
+    for each encoded frame, before the clip's ``saved``. ``path=None`` opens a clip of samples only.
 
     The process runs in its own session (signals sent to the job's process group do not reach it)
     and ignores SIGINT/SIGTERM/SIGHUP; it ends when told to (:meth:`shutdown`) or when this process
@@ -692,29 +714,38 @@ class VideoEncoderProcess:
         while not ready.wait(0.05):
             self._check_alive()
 
-    def open(self, path: str, height: int, width: int, options: VideoOptions, lock_fd: int | None = None) -> int:
+    def open(
+        self, path: str | None, height: int, width: int, options: VideoOptions, lock_fd: int | None = None
+    ) -> int:
         """Start a clip saved at ``path`` (or the first free name after it, see :func:`claim_path`).
 
         ``lock_fd``: ``path`` was claimed already with :func:`claim_path`, which returned this
-        descriptor; it is handed to the encoder process (and closed here). Returns the clip's id.
+        descriptor; it is handed to the encoder process (and closed here). ``path=None``: a clip of
+        H.264 samples only (``options.samples`` must be set; no file, no name to claim). Returns
+        the clip's id.
         """
         self._check_alive()
-        if lock_fd is None:
+        if path is None and not options.samples:
+            raise ValueError("A clip without a path must send samples: pass VideoOptions(samples=True) or a path.")
+        if path is not None and lock_fd is None:
             path, lock_fd = claim_path(path)
+        fds = () if lock_fd is None else (lock_fd,)
         clip = self._next_clip
         self._next_clip += 1
         try:
             ring = _Ring(self.queue_frames, height, width)
         except BaseException:
-            os.close(lock_fd)
-            os.remove(temp_path_of(path))
+            if path is not None and lock_fd is not None:
+                os.close(lock_fd)
+                os.remove(temp_path_of(path))
             raise
         self._rings[clip] = ring
         try:
-            self._send(("open", clip, ring.slots, height, width, path, asdict(options)), fds=(ring.fd, lock_fd))
+            self._send(("open", clip, ring.slots, height, width, path, asdict(options)), fds=(ring.fd, *fds))
         finally:
             ring.close_fd()
-            os.close(lock_fd)
+            for fd in fds:
+                os.close(fd)
         return clip
 
     def write(self, clip: int, rgb: np.ndarray) -> bool:
@@ -750,7 +781,7 @@ class VideoEncoderProcess:
         found = []
         while self._results:
             result = self._results.popleft()
-            if result[0] != "died":
+            if result[0] not in ("died", "sample"):
                 self._release(result[1])
             found.append(result)
         return found
@@ -773,7 +804,8 @@ class VideoEncoderProcess:
                 found.append(result)
                 if result[0] == "died":
                     return found
-                pending.discard(result[1])
+                if result[0] != "sample":
+                    pending.discard(result[1])
         return found
 
     def shutdown(self, timeout: float = 60.0) -> None:
