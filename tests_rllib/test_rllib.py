@@ -192,8 +192,10 @@ def test_evaluation_only_sub_env_0_to_files_and_rerun(cluster: Any, tmp_path: Pa
             RecordEpisodes, folder, training=False, env_indices=[0], episode_trigger=every(1),
             rerun_url=f"rerun+http://127.0.0.1:{port}/proxy",
         )
+        # One sub-env per evaluation runner: with two, sub-env 1 could finish both evaluation
+        # episodes before sub-env 0 (the recorded one) finishes its first, which RLlib then abandons.
         algo = ppo(callback, evaluation_interval=1, evaluation_num_env_runners=1, evaluation_duration=2,
-                   evaluation_duration_unit="episodes")
+                   evaluation_duration_unit="episodes", evaluation_config={"num_envs_per_env_runner": 1})
         try:
             result = algo.train()
         finally:
