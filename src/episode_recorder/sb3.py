@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from episode_recorder._optional import require
-from episode_recorder.gym import VideoSavedCallback, start_recorder, video_options
+from episode_recorder.gym import VideoSavedCallback, start_recorder
 from episode_recorder.gym.vector import check_env_indices
 from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
-from episode_recorder.sinks.video import WhenFull
+from episode_recorder.sinks.video import VideoOptions, WhenFull
 
 _vec_env = require("stable_baselines3.common.vec_env", "sb3", "episode_recorder.sb3")
 import gymnasium as gym  # noqa: E402  (a dependency of stable-baselines3)
@@ -120,7 +120,7 @@ class VecVideoRecorder(VecEnvWrapper):
             raise ValueError(f"video_length must be >= 0, received {video_length}")
 
         self.frames_per_sec = fps if fps is not None else self.env.metadata.get("render_fps", 30)
-        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)  # checked before mkdir
+        self.video_options = VideoOptions(format, self.frames_per_sec or 30, crf, preset, bitrate)  # checked before mkdir
         self.record_video_trigger = record_video_trigger
         self.episode_trigger = episode_trigger
         self.video_folder = os.path.abspath(video_folder)

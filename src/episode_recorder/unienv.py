@@ -228,7 +228,7 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         keep: KeepPolicy | None = None,
         rerun: Any = None,
     ) -> None:
-        options = _video_options(format, fps, crf, preset, bitrate)  # checked before anything is created
+        options = VideoOptions(format, fps or 30.0, crf, preset, bitrate)  # checked before anything is created
         super().__init__(env, done_index=done_index, rendered_index=rendered_index, nested_separator=nested_separator)
         self.store_dir = os.path.abspath(os.fspath(store_dir))
         self.store_format = format
@@ -368,7 +368,7 @@ class EpisodeWandbVideoWrapper(EpisodeVideoWrapper):
     ) -> None:
         self.wandb = require_wandb("EpisodeWandbVideoWrapper")
         self._temporary = store_dir is None
-        _video_options(format, fps, crf, preset, bitrate)  # bad arguments fail before a temporary folder is made
+        VideoOptions(format, fps or 30.0, crf, preset, bitrate)  # bad arguments fail before a temporary folder is made
         check_unienv_env(env, type(self).__name__)
         super().__init__(
             env,
@@ -427,12 +427,6 @@ def check_unienv_env(env: Any, wrapper: str) -> None:
             "or use episode_recorder.gym.RecordVideo."
         )
     raise TypeError(f"{wrapper} wraps a UniEnv env (unienv_interface Env), received {type(env).__name__}.{hint}")
-
-
-def _video_options(format: Any, fps: float | None, crf: int | None, preset: str | None, bitrate: int | None) -> VideoOptions:
-    if not isinstance(format, str):
-        raise TypeError(f"format must be 'mp4', 'webm' or 'gif', received {format!r}.")
-    return VideoOptions(format=format.lower(), fps=fps or 30.0, crf=crf, preset=preset, bitrate=bitrate)
 
 
 def _keys_changed(before: tuple[str, ...] | None, now: tuple[str, ...] | None) -> bool:

@@ -131,7 +131,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.Wrapper.__init__(self, env)
         check_render_mode(env.render_mode)
         self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
-        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)
+        self.video_options = VideoOptions(format, self.frames_per_sec or 30, crf, preset, bitrate)  # checked before mkdir
         if episode_trigger is None and step_trigger is None:
             episode_trigger = capped_cubic_video_schedule
 
@@ -309,13 +309,6 @@ def video_name(name_prefix: str, take: Take) -> str:
     if take.name is not None:
         return take.name
     return f"{name_prefix}-episode-{take.episode_id}" if take.kind == "episode" else f"{name_prefix}-step-{take.step_id}"
-
-
-def video_options(format: str, fps: float | None, crf: int | None, preset: str | None, bitrate: int | None) -> VideoOptions:
-    """The wrapper's encoder settings, checked before anything is created on disk (``"MP4"`` is ``"mp4"``)."""
-    if not isinstance(format, str):
-        raise TypeError(f"format must be a string such as 'mp4', 'webm' or 'gif', received {format!r}.")
-    return VideoOptions(format=format.lower(), fps=fps or 30, crf=crf, preset=preset, bitrate=bitrate)
 
 
 def prepare_folder(video_folder: str) -> str:

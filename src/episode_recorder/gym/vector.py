@@ -35,13 +35,12 @@ from episode_recorder.gym import (
     prepare_folder,
     start_recorder,
     video_name,
-    video_options,
 )
 from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
 from episode_recorder.sinks.rerun import row_of
-from episode_recorder.sinks.video import WhenFull
+from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
 
 import gymnasium as gym  # noqa: E402  (episode_recorder.gym checked that it is installed)
@@ -128,7 +127,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         check_render_mode(env.render_mode)
         self.env_indices = check_env_indices(env_indices, self.num_envs)
         self.frames_per_sec: int = fps if fps is not None else self.metadata.get("render_fps", 30)
-        self.video_options = video_options(format, self.frames_per_sec, crf, preset, bitrate)
+        self.video_options = VideoOptions(format, self.frames_per_sec or 30, crf, preset, bitrate)  # checked before mkdir
         if episode_trigger is None and step_trigger is None:
             episode_trigger = capped_cubic_video_schedule
         autoreset_mode = env.metadata.get("autoreset_mode", None)

@@ -99,6 +99,9 @@ class VideoOptions:
     samples: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.format, str):
+            raise TypeError(f"format must be one of {', '.join(FORMATS)}, received {self.format!r}.")
+        object.__setattr__(self, "format", self.format.lower())  # "MP4" is "mp4"
         if self.format not in FORMATS:
             raise ValueError(f"Unknown video format {self.format!r}: choose one of {', '.join(FORMATS)}.")
         if not self.fps or self.fps <= 0:
