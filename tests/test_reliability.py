@@ -117,6 +117,7 @@ def test_the_file_being_written_plays_up_to_about_its_last_second(tmp_path, fmt)
         head = Path(clip.path).read_bytes()[:4096]
         assert head.find(b"moov") < head.find(b"mdat") or b"mdat" not in head
         assert b"moof" not in Path(clip.path).read_bytes()
+    assert not list(tmp_path.glob(".clip*")), "the temporary files are gone once the clip is saved"
 
 
 @pytest.mark.parametrize("fmt", ["mp4", "webm", "gif"])

@@ -70,6 +70,8 @@ def recover(folder: str | os.PathLike[str]) -> list[RecoveredFile]:
     report = []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
+        if not os.path.lexists(path):  # a .part.tmp that recovering its .part just replaced and removed
+            continue
         if name.startswith(".") and name.endswith(".part.tmp"):
             report.append(_remove_leftover(path))
         elif name.startswith(".") and name.endswith(".part") and _format_of(name[1:-5]):
