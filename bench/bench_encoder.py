@@ -74,9 +74,10 @@ class Content:
 
 
 def busy(seconds: float) -> None:
-    """Pure-Python work holding the GIL, as a Python simulator does."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    """Pure-Python work holding the GIL, as a Python simulator does: ``seconds`` of this thread's
+    CPU time, so that time taken from it by another process (the encoder) makes the step longer."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
         pass
 
 

@@ -57,9 +57,9 @@ def make_env_fn(index: int, cpu_ms: float) -> Any:
             return np.zeros(4, np.float32), {}
 
         def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-            deadline = time.perf_counter() + cpu_ms / 1000.0
+            deadline = time.thread_time() + cpu_ms / 1000.0  # this thread's CPU time: preemption makes it longer
             x = 0
-            while time.perf_counter() < deadline:  # busy pure-Python work, holding the GIL
+            while time.thread_time() < deadline:  # busy pure-Python work, holding the GIL
                 x += 1
             self.t += 1
             self.steps += 1

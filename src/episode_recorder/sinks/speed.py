@@ -13,14 +13,15 @@ the window took. Frames arriving faster than they are encoded keep the encoder b
 - A clip starts where the last clip of the same format and size ended; one step better when the
   costs measured so far predict a busy fraction under ``BUSY_LOW`` there (costs of steps not yet
   measured at that size are estimated from ``RELATIVE_COST``, measured on the development machine).
-  On machines with up to 2 cores it never climbs above the start setting (``AUTO_START``): the
-  step loop and a software renderer need the CPU a costlier setting would take from them.
+  On machines with up to 2 cores clips start at the fastest step and never climb above it: the
+  step loop and a software renderer need the CPU a costlier setting would take from them (see
+  ``initial_setting``).
 
 Every change is logged as a WARNING on the ``episode_recorder`` logger.
 
     >>> from episode_recorder.sinks.video import VideoOptions
-    >>> governor = SpeedGovernor(cores=2)
-    >>> governor.open(0, VideoOptions(format="mp4"), 480, 640)
+    >>> governor = SpeedGovernor(cores=8)
+    >>> governor.open(0, VideoOptions(format="mp4", threads=1), 480, 640)
     EncoderSetting(preset='veryfast', threads=1)
     >>> for frame in range(1, 13):  # 7 ms to encode a frame, a frame every 5 ms: always busy
     ...     change = governor.encoded(0, cost=0.007, now=0.007 * frame, waited=frame > 8)
@@ -34,7 +35,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from episode_recorder.sinks.video import AUTO_PRESETS, AUTO_START, EncoderSetting, VideoOptions, initial_setting
+from episode_recorder.sinks.video import AUTO_PRESETS, EncoderSetting, VideoOptions, initial_setting
 
 WINDOW = 12  # frames per measurement
 BUSY_HIGH = 0.85  # above this the encoder is about to fall behind: go faster
@@ -74,7 +75,8 @@ class SpeedGovernor:
     """Chooses the setting of every adaptive clip of one encoder process (see the module doc)."""
 
     def __init__(self, cores: int, warn: Callable[[str], None] = logger.warning) -> None:
-        self.max_threads = max(1, cores)
+        self.cores = max(1, cores)
+        self.max_threads = self.cores
         self.climbs_above_start = cores > 2
         self.warn = warn
         self._clips: dict[int, _ClipState] = {}
@@ -87,7 +89,7 @@ class SpeedGovernor:
     def open(self, clip: int, options: VideoOptions, height: int, width: int) -> EncoderSetting:
         """The setting a new clip starts with (explicit presets: exactly what was asked)."""
         key = (options.format, height, width)
-        setting = initial_setting(options)
+        setting = initial_setting(options, self.cores)
         history = self._history.get(key)
         if options.adaptive and history is not None:
             setting = self._better(options, history) or history.setting
@@ -169,11 +171,11 @@ class SpeedGovernor:
             return None
         ladder = AUTO_PRESETS[options.format]
         index = ladder.index(current.preset)
-        default_threads = initial_setting(options).threads
-        if current.threads > default_threads:
-            candidate = EncoderSetting(current.preset, max(default_threads, current.threads // 2))
+        start = initial_setting(options, self.cores)
+        if current.threads > start.threads:
+            candidate = EncoderSetting(current.preset, max(start.threads, current.threads // 2))
             ratio = current.threads / candidate.threads  # assumes threads scale perfectly: cautious
-        elif index > 0 and (self.climbs_above_start or index > ladder.index(AUTO_START[options.format])):
+        elif index > 0 and (self.climbs_above_start or index > ladder.index(start.preset)):
             candidate = EncoderSetting(ladder[index - 1], current.threads)
             relative = RELATIVE_COST[options.format]
             ratio = relative[candidate.preset] / relative[current.preset]
