@@ -338,7 +338,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     else:
         os.makedirs(out, exist_ok=True)
     recording = kind != "none"
-    longest, longest_end = 0.0, 0.0
+    longest, longest_end, longest_step = 0.0, 0.0, 0.0
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     for episode in range(args.episodes):
@@ -357,6 +357,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
             if not recording:
                 env.render()
             longest = max(longest, time.perf_counter() - t0)
+            longest_step = max(longest_step, time.perf_counter() - t0)
             if not mujoco and (result[2] or result[3]):
                 break
     t0 = time.perf_counter()
@@ -367,7 +368,8 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     wall = time.perf_counter() - start
     frames_from = source.rendered
     report: dict[str, Any] = {"wall_s": wall, "close_s": close_s, "longest_call_ms": 1000 * longest,
-                              "longest_end_ms": 1000 * longest_end, "frames_rendered": len(frames_from)}
+                              "longest_end_ms": 1000 * longest_end, "longest_step_ms": 1000 * longest_step,
+                              "frames_rendered": len(frames_from)}
     report.update(_check_files(out, source, content=None if mujoco else content, args=args))
     if kind.startswith("ours"):
         report["encoder"] = _encoder_settings(env)
@@ -457,9 +459,9 @@ def measure(variant: str, args: argparse.Namespace, content: str) -> dict[str, A
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     print(f"### {title}\n")
-    print("| variant | wall s | overhead | longest call ms | longest ending call ms | close s | peak PSS MB | over none MB "
+    print("| variant | wall s | overhead | longest call ms | longest step ms | longest ending call ms | close s | peak PSS MB | over none MB "
           "| frames decoded / rendered | kB per clip | PSNR mean / min dB | encoder settings per clip (ms/frame) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|")
     base: dict[str, Any] | None = None
     for r in rows:
         if r["variant"].endswith("none"):
@@ -468,15 +470,20 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
         extra = f"{r['peak_pss_mb'] - base['peak_pss_mb']:+.0f}" if base else "-"
         quality = "-" if r["psnr_mean"] is None else f"{r['psnr_mean']:.1f} / {r['psnr_min']:.1f}"
         per_clip = r["bytes"] / r["files"] / 1000 if r["files"] else 0
-        print(f"| {r['variant']} | {r['wall_s']:.2f} | {overhead} | {r['longest_call_ms']:.1f} | {r['longest_end_ms']:.1f} | "
+        print(f"| {r['variant']} | {r['wall_s']:.2f} | {overhead} | {r['longest_call_ms']:.1f} | {r['longest_step_ms']:.1f} | {r['longest_end_ms']:.1f} | "
               f"{r['close_s']:.2f} | {r['peak_pss_mb']:.0f} | {extra} | {r['frames_decoded']} / {r['frames_rendered']} | "
               f"{per_clip:.0f} | {quality} | {', '.join(r.get('encoder', [])) or '-'} |")
     print(flush=True)
 
 
-def median_run(variant: str, args: argparse.Namespace, content: str) -> dict[str, Any]:
-    runs = sorted((measure(variant, args, content) for _ in range(args.repeats)), key=lambda r: r["wall_s"])
-    return runs[len(runs) // 2]
+def median_runs(variants: list[str], args: argparse.Namespace, content: str) -> list[dict[str, Any]]:
+    """Each variant's run of median wall time; the repeats go round the variants (A B A B), so that
+    a machine that drifts during the benchmark moves every variant alike."""
+    runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+    for _ in range(args.repeats):
+        for variant in variants:
+            runs[variant].append(measure(variant, args, content))
+    return [sorted(each, key=lambda r: r["wall_s"])[len(each) // 2] for each in runs.values()]
 
 
 def main() -> None:
@@ -512,11 +519,11 @@ def main() -> None:
         wanted -= anchors
     if "synthetic" in args.parts:
         for content in args.contents:
-            rows = [median_run(v, args, content) for v in SYNTHETIC if v in wanted]
+            rows = median_runs([v for v in SYNTHETIC if v in wanted], args, content)
             print_table(f"Synthetic {args.height}x{args.width}, {content} content, {args.episodes} x {args.steps} steps, "
                         f"{args.busy_ms:g} ms CPU per step", rows)
     if "mujoco" in args.parts:
-        rows = [median_run(v, args, "smooth") for v in MUJOCO if v in wanted]
+        rows = median_runs([v for v in MUJOCO if v in wanted], args, "smooth")
         print_table(f"MuJoCo HalfCheetah-v5, {args.mujoco_size}x{args.mujoco_size}, {args.episodes} x {args.mujoco_steps} steps", rows)
 
 
