@@ -6,7 +6,7 @@ synthetic 480x640 envs, each spending ``--cpu-ms`` (default 5 ms) of pure-Python
 episodes of 200 steps. Recording: a 200-step clip of the tiled view every 1000 steps (ours and
 SB3's), or with ``env_indices=[0]`` env 0's next whole episode every 1000 steps. Each variant runs
 in its own process; the parent prints a table: wall time, overhead, longest ``step()``/``reset()``
-call, peak RSS of the main process and of the largest child (our encoder; moviepy's ffmpeg),
+call, peak RSS of the main process, peak PSS of the main process and its children (our encoder; moviepy's ffmpeg),
 frames decoded vs frames captured.
 
     python bench/bench_sb3.py                   # every variant (about 5 minutes on 2 quiet cores)
@@ -89,8 +89,19 @@ def wrap(variant: str, venv: Any, folder: str, options: dict[str, Any]) -> Any:
     return VecVideoRecorder(venv, folder, trigger, env_indices=[0], **options)
 
 
+def encode_cost_line() -> str:
+    """This machine's H.264 encode cost per 480x640 frame (bench_encoder.py's measurement), for comparing machines."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_encoder import Content, encode_costs
+
+    rows = [r for r in encode_costs(Content("smooth")) if r["setting"].startswith("mp4") and "before" not in r["setting"]]
+    return "Encode cost, 480x640 smooth content, 1 thread: " + ", ".join(
+        f"{r['setting'].split()[1]} {r['ms_per_frame']:.1f}" for r in rows) + " ms per frame"
+
+
 class MemorySampler(threading.Thread):
-    """Peak RSS of this process plus all its descendants (encoder process, moviepy's ffmpeg), every 50 ms."""
+    """Peak PSS of this process plus all its descendants (encoder process, moviepy's ffmpeg), every 50 ms:
+    memory shared between them (the encoder's frame ring) is counted once."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -104,10 +115,10 @@ class MemorySampler(threading.Thread):
         import psutil
 
         while not self.stopped.wait(0.05):
-            total = self.process.memory_info().rss
+            total = self.process.memory_full_info().pss
             for child in self.process.children(recursive=True):
                 try:
-                    total += child.memory_info().rss
+                    total += child.memory_full_info().pss
                 except psutil.Error:  # exited meanwhile
                     pass
             self.peak_mb = max(self.peak_mb, total / 2**20)
@@ -192,9 +203,10 @@ def main() -> None:
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
     base = results[0]
+    print(encode_cost_line())
     print(f"DummyVecEnv of {N_ENVS} x {HEIGHT}x{WIDTH}, {args.steps} steps, {args.cpu_ms:g} ms CPU per env step, "
           f"clip every 1000 steps, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, ours: {options or 'defaults'}")  # fmt: skip
-    print("| variant | wall s | overhead | longest call ms | peak RSS MB main | peak MB main + children (vs none) | files | frames decoded / captured |")
+    print("| variant | wall s | overhead | longest call ms | peak RSS MB main | peak PSS MB main + children (vs none) | files | frames decoded / captured |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         overhead = 100 * (r["wall_s"] / base["wall_s"] - 1)
