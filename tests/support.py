@@ -138,6 +138,13 @@ def x264_settings(path: str | Path) -> str:
     return match.group(1).decode()
 
 
+def default_subme() -> str:
+    """x264's ``subme`` of the preset an "auto" clip starts with: veryfast, or ultrafast on up to 2 cores."""
+    from episode_recorder.sinks.video import VideoOptions, initial_setting
+
+    return {"veryfast": "subme=2", "ultrafast": "subme=0"}[initial_setting(VideoOptions()).preset]
+
+
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
     """Wait until ``condition()`` is true, failing after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
