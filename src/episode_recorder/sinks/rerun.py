@@ -171,8 +171,16 @@ def host_values(value: Any) -> np.ndarray | None:
 
 
 def row_of(value: Any, index: int) -> Any:
-    """Row ``index`` of a batched array (per-env rewards, actions); None for values without rows (Dict actions)."""
+    """Item ``index`` of a per-env list or row of a batched array (rewards, actions); None for values
+    without rows (Dict actions)."""
+    if isinstance(value, list):
+        return value[index]
     return value[index] if getattr(value, "shape", None) else None
+
+
+def rows_of(values: dict[str, Any], index: int) -> dict[str, Any]:
+    """Env ``index``'s row of each per-env value: ``rows_of({"reward": rewards}, 2) == {"reward": rewards[2]}``."""
+    return {name: row_of(value, index) for name, value in values.items()}
 
 
 class ScalarTrack:
