@@ -122,6 +122,9 @@ def test_logrerun_single_env_video_is_the_rendered_frames(tmp_path: Path) -> Non
     rows = read_rrd(path, durations_ns=True)
     assert component(rows["/camera"], "VideoStream:codec") == [[rr.VideoCodec.H264.value]]
     assert not any("EncodedImage:blob" in row for row in rows["/camera"])
+    # is_keyframe is a sparse marker (Rerun's rule): [True] on the keyframes, nothing on the other samples
+    markers = [row.get("VideoStream:is_keyframe") or [] for row in rows["/camera"] if row.get("VideoStream:sample")]
+    assert [i for i, marker in enumerate(markers) if marker] == [0, 60] and all(m in ([], [True]) for m in markers)
     assert blueprint_views(path) == {("2D", "/camera"), ("TimeSeries", "/scalars")}
     [recording] = read_recordings(path)
     assert (recording.name, recording.episode_id, recording.frames) == ("episode_0", 0, {"/camera": 71})

@@ -162,13 +162,11 @@ class VideoTrack(_Buffered):
             return
         rr = _rr()
         pending, self._pending = self._pending, []
-        self.stream.send_columns(
-            self.entity,
-            indexes=self.timelines.columns([step for step, _, _ in pending]),
-            columns=rr.VideoStream.columns(
-                sample=[data for _, _, data in pending], is_keyframe=[keyframe for _, keyframe, _ in pending]
-            ),
-        )
+        columns = list(rr.VideoStream.columns(sample=[data for _, _, data in pending]))
+        keyframes = [int(keyframe) for _, keyframe, _ in pending]
+        if any(keyframes):  # a sparse marker, as Rerun wants it: [True] on keyframes, nothing on the others
+            columns += rr.VideoStream.columns(is_keyframe=[True] * sum(keyframes)).partition(keyframes)
+        self.stream.send_columns(self.entity, indexes=self.timelines.columns([s for s, _, _ in pending]), columns=columns)
         self.samples_sent += len(pending)
 
 
@@ -446,11 +444,13 @@ def read_video_samples(path: str | os.PathLike[str], entity: str, timeline: str)
         if "VideoStream:sample" not in batch.schema.names or timeline not in batch.schema.names:
             continue
         steps = batch.column(timeline).to_pylist()
-        keyframes = batch.column("VideoStream:is_keyframe").to_pylist()
+        names = batch.schema.names  # is_keyframe: [True] on keyframes, absent (or [False], older files) elsewhere
+        keyframes = batch.column("VideoStream:is_keyframe").to_pylist() if "VideoStream:is_keyframe" in names else []
         blobs = batch.column("VideoStream:sample")
         for row, step in enumerate(steps):
             if step is None or not blobs[row].is_valid:
                 continue
             data = blobs[row].values.flatten().to_numpy(zero_copy_only=False).tobytes()
-            found.append((int(step), bool(keyframes[row] and keyframes[row][0]), data))
+            keyframe = row < len(keyframes) and bool(keyframes[row] and keyframes[row][0])
+            found.append((int(step), keyframe, data))
     return sorted(found, key=lambda sample: sample[0])
