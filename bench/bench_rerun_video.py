@@ -14,7 +14,8 @@ Training-thread cost per frame = (CPU time of the training thread in the loop, `
 minus that of ``bare``) / frames; the loop's wall time is shown too (on a loaded machine it also
 counts waiting for a CPU, which the encoder process competes for). ``close`` (waiting for the
 encoder's last frames, writing the footer) is reported apart. Sizes: the whole ``.rrd``, its
-video samples / JPEG blobs alone (the frames; the rest, scalars and 3D scene, is the same in both), and
+video samples / JPEG blobs alone (the frames; the rest, scalars and 3D scene, is the same in both), its
+chunks (samples and scalars are sent every second: a slower loop makes more chunks, ~1.2 KB each), and
 the mp4, all written under ``bench/results/``.
 
     PYTHONPATH=src MUJOCO_GL=egl SDL_VIDEODRIVER=dummy python bench/bench_rerun_video.py
@@ -88,7 +89,7 @@ def run_variant(env_id: str, variant: str, steps: int) -> dict[str, Any]:
     start = time.perf_counter()
     env.close()
     close = time.perf_counter() - start
-    written = {"rrd": rrd.stat().st_size if rrd.exists() else 0, "camera": camera_bytes(rrd)}
+    written = {"rrd": rrd.stat().st_size if rrd.exists() else 0, "camera": camera_bytes(rrd), "chunks": chunk_count(rrd)}
     written["files"] = sum(p.stat().st_size for p in folder.glob("*.mp4")) if folder.exists() else 0
     return {"loop": loop, "cpu": cpu, "close": close, **written}
 
@@ -106,6 +107,15 @@ def camera_bytes(rrd: Path) -> int:
             if chunk.entity_path.startswith("/camera") and name in batch.schema.names:
                 total += len(batch.column(name).flatten().flatten())  # list<blob<uint8>> -> bytes
     return total
+
+
+def chunk_count(rrd: Path) -> int:
+    """Chunks in the file's recording (each costs ~1.2 KB beyond its data; a slower loop makes more)."""
+    if not rrd.exists():
+        return 0
+    from rerun.chunk import RrdReader
+
+    return sum(1 for _ in RrdReader(rrd).stream())
 
 
 def in_process(env_id: str, variant: str, steps: int) -> dict[str, Any]:
@@ -130,8 +140,8 @@ def main() -> None:
         return
     variants = ["bare", *[v for v in args.variants if v != "bare"]]
     print(f"{args.steps} steps at {SIZE}x{SIZE}, median of {args.repeats} interleaved runs, each in its own process\n")
-    print("| env | variant | loop wall s | training-thread CPU ms / frame | close s | .rrd MB | of it frames MB | mp4 MB |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| env | variant | loop wall s | training-thread CPU ms / frame | close s | .rrd MB | of it frames MB | chunks | mp4 MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for env_id in args.envs:
         runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
         for _ in range(args.repeats):
@@ -147,7 +157,7 @@ def main() -> None:
             last = runs[variant][-1]
             print(
                 f"| {env_id} | {variant} | {loop:.2f} | {per_frame:.3f} | {close:.2f} | {last['rrd'] / 1e6:.2f} "
-                f"| {last['camera'] / 1e6:.2f} | {last['files'] / 1e6:.2f} |",
+                f"| {last['camera'] / 1e6:.2f} | {last['chunks']} | {last['files'] / 1e6:.2f} |",
                 flush=True,
             )
         if "jpeg" in summary and "video" in summary:
@@ -159,12 +169,12 @@ def main() -> None:
             on_disk = (jpeg["rrd"] - shared) / max(1, video["camera"])
             print(
                 f"| {env_id} | video vs jpeg | | cost {cost_ratio:.2f} of JPEG's | | {jpeg['rrd'] / max(1, video['rrd']):.1f}x "
-                f"smaller (frames on disk ~{on_disk:.0f}x) | {jpeg['camera'] / max(1, video['camera']):.1f}x smaller | |"
+                f"smaller (frames on disk ~{on_disk:.0f}x) | {jpeg['camera'] / max(1, video['camera']):.1f}x smaller | | |"
             )
         if "file" in summary and "file+rerun" in summary:
             extra = (summary["file+rerun"][0] + summary["file+rerun"][2]) / (summary["file"][0] + summary["file"][2]) - 1
             cpu = summary["file+rerun"][1] - summary["file"][1]
-            print(f"| {env_id} | file+rerun vs file | loop+close {extra:+.1%} | {cpu:+.3f} | | | | |")
+            print(f"| {env_id} | file+rerun vs file | loop+close {extra:+.1%} | {cpu:+.3f} | | | | | |")
 
 
 if __name__ == "__main__":

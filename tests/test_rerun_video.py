@@ -122,6 +122,9 @@ def test_logrerun_single_env_video_is_the_rendered_frames(tmp_path: Path) -> Non
     rows = read_rrd(path, durations_ns=True)
     assert component(rows["/camera"], "VideoStream:codec") == [[rr.VideoCodec.H264.value]]
     assert not any("EncodedImage:blob" in row for row in rows["/camera"])
+    # is_keyframe is a sparse marker (Rerun's rule): [True] on the keyframes, nothing on the other samples
+    markers = [row.get("VideoStream:is_keyframe") or [] for row in rows["/camera"] if row.get("VideoStream:sample")]
+    assert [i for i, marker in enumerate(markers) if marker] == [0, 60] and all(m in ([], [True]) for m in markers)
     assert blueprint_views(path) == {("2D", "/camera"), ("TimeSeries", "/scalars")}
     [recording] = read_recordings(path)
     assert (recording.name, recording.episode_id, recording.frames) == ("episode_0", 0, {"/camera": 71})
@@ -147,6 +150,7 @@ def test_logrerun_shared_timelines_put_episodes_on_one_axis(tmp_path: Path) -> N
     assert all(psnr(got, want) >= 30 for got, want in zip(decoded, base.rendered))
     rows = read_rrd(path, durations_ns=True)
     assert not any(name.startswith("episode_") for row in rows["/camera"] for name in row)
+    assert component(rows["/camera"], "VideoStream:codec") == [[rr.VideoCodec.H264.value]]  # once, not per recording
     episodes = {row["env_step"]: row["Scalars:scalars"][0] for row in rows["/scalars/episode"]}
     assert episodes == {0: 0.0, 5: 1.0, 15: 3.0}
     rewards = {row["env_step"]: row["Scalars:scalars"][0] for row in rows["/scalars/reward"]}
@@ -312,3 +316,37 @@ def test_record_video_with_a_shared_timelines_sink(tmp_path: Path) -> None:
         ("rl-video-episode-1", 3, {"/camera": 4}),
         ("rl-video-episode-2", 6, {"/camera": 1}),
     ]
+
+
+def test_sink_sends_few_chunks_by_count_and_age(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows go out once ``flush_every`` are buffered or ``flush_seconds`` after the last send (few, large chunks)."""
+    from types import SimpleNamespace
+
+    from episode_recorder.recorder import Recorder
+    from episode_recorder.sinks import rerun as sink_module
+    from episode_recorder.sinks.rerun import RerunVideoSink
+    from episode_recorder.sinks.video import VideoOptions
+    from rerun.chunk import RrdReader
+
+    clock = [0.0]
+    monkeypatch.setattr(sink_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    path = tmp_path / "chunks.rrd"
+    stream = rr.RecordingStream("chunks")
+    stream.save(str(path))
+    with pytest.raises(ValueError, match="flush_seconds must be > 0, received 0"):
+        RerunVideoSink(stream, flush_seconds=0)
+    recorder = Recorder(None, VideoOptions(fps=10), rerun=RerunVideoSink(stream, flush_every=4, flush_seconds=10.0))
+    segment = recorder.start("clip")
+    frames = [pattern(t, *SIZE) for t in range(10)]
+    for t, frame in enumerate(frames):
+        clock[0] = 11.0 if t >= 6 else 0.0  # 11 s pass before the 7th step
+        segment.add(frame, reward=float(t))
+    segment.stop()
+    recorder.close()
+    stream.disconnect()
+    chunks = [(chunk.entity_path, chunk.num_rows) for chunk in RrdReader(str(path)).stream() if not chunk.is_static]
+    # rewards: 4 (count), then 3 (age: the 7th step is 11 s after the last send), then the 3 left at the end
+    assert [rows for entity, rows in chunks if entity == "/scalars/reward"] == [4, 3, 3]
+    samples = [rows for entity, rows in chunks if entity == "/camera"]  # when they arrive is the encoder's business
+    assert sum(samples) == 10 and max(samples) <= 4
+    assert_stream_matches(read_video_samples(path, "/camera", "clip_step"), frames, list(range(10)))

@@ -12,8 +12,11 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFram
 from stable_baselines3.common.vec_env.base_vec_env import tile_images
 
 from episode_recorder.sb3 import VecVideoRecorder
+from episode_recorder.sinks.rerun import read_recordings, read_video_samples
+from rrd_read import read_rrd
 from support import decode, psnr
 from test_gym_vector import PatternEnv, expected_episode
+from test_rerun_video import assert_stream_matches, decode_samples
 
 
 class CountingPatternEnv(PatternEnv):
@@ -124,3 +127,84 @@ def test_make_vec_env_with_gym_record_video_writes_every_episode(tmp_path) -> No
     assert videos == ["rl-video-episode-0-1.mp4", "rl-video-episode-0.mp4", "rl-video-episode-1-1.mp4", "rl-video-episode-1.mp4"]
     for name in videos:
         assert len(decode(tmp_path / name)[0]) == 4  # reset frame + 3 steps
+
+
+def test_tiled_snippets_to_file_and_rerun(tmp_path) -> None:
+    base = DummyVecEnv(env_fns(2))
+    path = tmp_path / "tiled.rrd"
+    venv = VecVideoRecorder(base, str(tmp_path), lambda step: step in (0, 6), video_length=3, rerun=path)
+    expected: dict[str, list[np.ndarray]] = {}
+    actions = [np.array([t % 2, 1 - t % 2]) for t in range(10)]
+    venv.reset()
+    expected[venv.video_name] = [tile_images(base.get_images())]
+    for action in actions:
+        was_recording = venv.recording
+        venv.step(action)
+        if venv.recording or was_recording:
+            expected.setdefault(venv.video_name, []).append(tile_images(base.get_images()))
+    venv.close()
+    assert path.exists()  # a path given: close() disconnected the stream (the file has its footer)
+    rows = read_rrd(path)
+    for name, first_step in (("rl-video-step-0-to-step-3", 0), ("rl-video-step-6-to-step-9", 6)):
+        samples = read_video_samples(path, "/camera", f"{name}_step")
+        assert_stream_matches(samples, expected[f"{name}.mp4"], list(range(4)))
+        file_frames = decode(tmp_path / f"{name}.mp4")[0]  # encoded once: the file's very pixels
+        assert all(np.array_equal(a, b) for a, b in zip(decode_samples(samples), file_frames, strict=True))
+        # frame t shows step first_step + t (actions[first_step + t - 1]); the reset frame has no scalars
+        steps = range(1, 4) if first_step == 0 else range(4)
+        scalars = {
+            key: {r[f"{name}_step"]: r["Scalars:scalars"] for r in rows[f"/scalars/{key}"] if r.get(f"{name}_step") is not None}
+            for key in ("reward", "action")
+        }  # fmt: skip
+        assert scalars["reward"] == {t: [1.0, 1.0] for t in steps}  # one value per sub-env
+        assert scalars["action"] == {t: list(map(float, actions[first_step + t - 1])) for t in steps}
+    assert [(r.name, r.frames) for r in read_recordings(path)] == [
+        ("rl-video-step-0-to-step-3", {"/camera": 4}),
+        ("rl-video-step-6-to-step-9", {"/camera": 4}),
+    ]
+
+
+def test_env_indices_to_file_and_rerun_on_shared_timelines(tmp_path) -> None:
+    import rerun as rr
+
+    from episode_recorder.sinks.rerun import RerunVideoSink
+
+    base = DummyVecEnv(env_fns(3))
+    path = tmp_path / "per-env.rrd"
+    stream = rr.RecordingStream("sb3-test")
+    stream.save(str(path))
+    venv = VecVideoRecorder(
+        base, str(tmp_path), lambda step: False, env_indices=[0, 2], episode_trigger=lambda k: k < 2,
+        rerun=RerunVideoSink(stream, timelines="shared"),
+    )  # fmt: skip
+    actions = [np.array([t % 2, 0, 1 - t % 2]) for t in range(12)]
+    venv.reset()
+    for action in actions:
+        venv.step(action)
+    venv.close()
+    stream.disconnect()  # a stream passed in stays ours: close() only flushed it
+    rows = read_rrd(path)
+    for index in (0, 2):
+        length = 3 + index
+        samples = read_video_samples(path, f"/camera/env_{index}", "env_step")
+        # DummyVecEnv: T + 1 frames per episode; the terminal frame and the next reset share a step
+        steps = list(range(0, length + 1)) + list(range(length, 2 * length + 1))
+        assert_stream_matches(
+            samples, expected_episode(index, 0, AutoresetMode.NEXT_STEP) + expected_episode(index, 1, AutoresetMode.NEXT_STEP), steps
+        )
+        for k in (0, 1):
+            file_frames = decode(tmp_path / f"rl-video-env-{index}-episode-{k}.mp4")[0]
+            assert len(file_frames) == length + 1
+        # each step's reward and action on its frame (reset frames have none); episode 2 is not recorded
+        rewards = [(r["env_step"], r["Scalars:scalars"]) for r in rows[f"/scalars/env_{index}/reward"]]
+        assert sorted(rewards) == [(t, [1.0]) for t in range(1, 2 * length + 1)]
+        logged = {r["env_step"]: r["Scalars:scalars"] for r in rows[f"/scalars/env_{index}/action"]}
+        assert logged == {t: [float(actions[t - 1][index])] for t in range(1, 2 * length + 1)}
+        episodes = {r["env_step"]: r["Scalars:scalars"] for r in rows[f"/scalars/env_{index}/episode"]}
+        assert episodes == {0: [0.0], length: [1.0]}
+    assert [(r.name, r.env_index, r.first_step, r.frames) for r in read_recordings(path)] == [
+        ("rl-video-env-0-episode-0", 0, 0, {"/camera/env_0": 4}),
+        ("rl-video-env-2-episode-0", 2, 0, {"/camera/env_2": 6}),
+        ("rl-video-env-0-episode-1", 0, 3, {"/camera/env_0": 4}),
+        ("rl-video-env-2-episode-1", 2, 5, {"/camera/env_2": 6}),
+    ]

@@ -257,7 +257,8 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 self.recording_stream,
                 timelines=timelines,
                 step_duration=self.step_duration,
-                flush_every=min(flush_every, 64),
+                flush_every=flush_every,
+                flush_seconds=flush_seconds,
                 mark_recordings=False,
             )
             self._recorder = Recorder(None, VideoOptions(fps=1.0 / self.step_duration), rerun=sink)

@@ -36,6 +36,7 @@ from episode_recorder.gym.vector import check_env_indices
 from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
+from episode_recorder.sinks.rerun import rows_of
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 
 _vec_env = require("stable_baselines3.common.vec_env", "sb3", "episode_recorder.sb3")
@@ -76,7 +77,11 @@ class VecVideoRecorder(VecEnvWrapper):
     ``on_video_saved(path, info)``, ``sidecar``, ``wandb_log_key`` (per-env videos under
     ``{key}/env_{i}``), ``queue_frames`` / ``when_full``, ``keep`` (which finished clips stay on disk,
     see :mod:`episode_recorder.keep`); ``finish_in_background=True`` lets the step that ends a
-    recording return before its file is complete (``close()`` still waits for all).
+    recording return before its file is complete (``close()`` still waits for all); ``rerun`` (True:
+    the global stream, a path to an ``.rrd``, or an ``rr.RecordingStream``): the same encoded clips
+    also go to Rerun as ``rr.VideoStream`` samples (``camera``, or ``camera/env_{i}`` with
+    ``env_indices``), with the recorded steps' rewards and (numeric) actions as scalars
+    (``scalars[/env_{i}]/{reward,action}``; tiled: one value per sub-env) on the clip's timelines.
 
         >>> venv = VecVideoRecorder(venv, "videos", lambda step: step % 2000 == 0,
         ...                         env_indices=[0, 3], wandb_log_key="videos")  # doctest: +SKIP
@@ -107,6 +112,7 @@ class VecVideoRecorder(VecEnvWrapper):
         when_full: WhenFull = "wait",
         finish_in_background: bool = False,
         keep: KeepPolicy | None = None,
+        rerun: Any = None,
     ) -> None:
         VecEnvWrapper.__init__(self, venv)
         self.env = venv
@@ -129,7 +135,11 @@ class VecVideoRecorder(VecEnvWrapper):
         self.video_length = video_length
         self.env_indices = env_indices
         self.finish_in_background = finish_in_background
-        self.recorder: Recorder = start_recorder(self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep)
+        self.recorder: Recorder = start_recorder(
+            self, on_video_saved, sidecar, wandb_log_key, queue_frames, when_full, keep, rerun
+        )
+        self._actions: Any = None  # the actions of the step in flight (step_async), for Rerun
+        self._step_scalars: dict[str, Any] = {}  # the last step's rewards and actions, for Rerun
         if env_indices is None:
             self.schedule = Schedule(
                 step_trigger=record_video_trigger, video_length=video_length, step_id=0,
@@ -171,6 +181,7 @@ class VecVideoRecorder(VecEnvWrapper):
     def reset(self) -> Any:
         """Reset the envs; start a recording if ``record_video_trigger(step_id)`` says so."""
         obs = self.venv.reset()
+        self._step_scalars = {}
         if self.env_indices is None:
             if self.schedule.check_step_trigger():
                 self._capture_tiled()
@@ -183,6 +194,11 @@ class VecVideoRecorder(VecEnvWrapper):
         self._capture_envs()
         return obs
 
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send the actions to the envs (kept for Rerun's ``action`` scalars)."""
+        self._actions = actions
+        self.venv.step_async(actions)
+
     def step_wait(self) -> Any:
         """Step the envs, capturing a frame while recording."""
         for index, tap in self._taps.items():
@@ -192,6 +208,7 @@ class VecVideoRecorder(VecEnvWrapper):
         finally:
             for tap in self._taps.values():
                 tap.armed = False
+        self._step_scalars = {"reward": rewards, "action": self._actions}
         self.schedule.advance()
         if self.env_indices is None:
             if self.schedule.take() is not None:
@@ -232,7 +249,7 @@ class VecVideoRecorder(VecEnvWrapper):
                 f"Recording stopped: expected type of frame returned by render to be a numpy array, got instead {type(frame)}."
             )
             return
-        self.schedule.take().segment.add(frame)
+        self.schedule.take().segment.add(frame, **self._step_scalars)
         self.schedule.frame_added()
 
     # --- one video per chosen env ---------------------------------------------------------
@@ -257,8 +274,8 @@ class VecVideoRecorder(VecEnvWrapper):
             if not dones[index]:
                 continue
             tap = self._taps.get(index)
-            if tap is not None and tap.frame is not None and self.schedule.take(index) is not None:
-                self.schedule.take(index).segment.add(tap.frame)  # the terminal frame (DummyVecEnv)
+            if tap is not None and tap.frame is not None and self.schedule.take(index) is not None:  # the terminal frame
+                self.schedule.take(index).segment.add(tap.frame, **rows_of(self._step_scalars, index))
                 self.schedule.frame_added(index)
             if tap is not None:
                 tap.frame = None
@@ -272,16 +289,20 @@ class VecVideoRecorder(VecEnvWrapper):
             finally:
                 self._summary.pop(index, None)
             self._start_env_episode(index)  # SB3 auto-reset: the returned obs is the next episode's
-        self._capture_envs()
+        self._capture_envs(reset=np.asarray(dones, dtype=bool))
 
-    def _capture_envs(self) -> None:
-        """Render the chosen envs that are recording (only those) and add their frames."""
+    def _capture_envs(self, reset: np.ndarray | None = None) -> None:
+        """Render the chosen envs that are recording (only those) and add their frames.
+
+        ``reset[i]``: env ``i``'s frame is its new episode's first (the step's scalars were its last episode's).
+        """
         recording = [i for i in self.env_indices if self.schedule.take(i) is not None]
         if not recording:
             return
         frames = self.venv.env_method("render", indices=recording)
         for index, frame in zip(recording, frames):
-            self.schedule.take(index).segment.add(frame)
+            scalars = {} if reset is None or reset[index] else rows_of(self._step_scalars, index)
+            self.schedule.take(index).segment.add(frame, **scalars)
             self.schedule.frame_added(index)
 
     def _stop_take(self, take: Take) -> None:

@@ -31,7 +31,7 @@ from episode_recorder.frames import flatten_frames, select
 from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Clip, Recorder
 from episode_recorder.schedule import Schedule, Take
-from episode_recorder.sinks.rerun import as_rerun_sink, row_of
+from episode_recorder.sinks.rerun import as_rerun_sink, rows_of
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.sinks.wandb import clip_caption, log_videos, require_wandb
 
@@ -268,7 +268,7 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
         if take is not None:
             scalars = self._step_scalars
             if self.env.batch_size is not None and self.rendered_index is not None:
-                scalars = {name: row_of(value, self.rendered_index) for name, value in scalars.items()}
+                scalars = rows_of(scalars, self.rendered_index)
             take.segment.add(frame, **scalars)
             self.schedule.frame_added()
 

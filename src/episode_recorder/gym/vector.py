@@ -39,7 +39,7 @@ from episode_recorder.gym import (
 from episode_recorder.keep import KeepPolicy
 from episode_recorder.recorder import Recorder
 from episode_recorder.schedule import Schedule, Take
-from episode_recorder.sinks.rerun import row_of
+from episode_recorder.sinks.rerun import rows_of
 from episode_recorder.sinks.video import VideoOptions, WhenFull
 from episode_recorder.triggers import capped_cubic_video_schedule
 
@@ -372,7 +372,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             take = self.schedule.take(index)
             if take.frames == 0:
                 take.segment.start_step = step
-            take.segment.add(envs_frame[index], **{k: row_of(v, index) for k, v in self._step_scalars.items()})
+            take.segment.add(envs_frame[index], **rows_of(self._step_scalars, index))
             self._env[index].last_step = step
             self.schedule.frame_added(index)
 

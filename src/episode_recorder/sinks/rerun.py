@@ -31,6 +31,7 @@ Either way each recording logs one row to the ``recordings`` entity at its first
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
@@ -118,17 +119,32 @@ def log_recording_start(
         )
 
 
-class VideoTrack:
+class _Buffered:
+    """A track's buffer is due once it holds ``flush_every`` rows or ``flush_seconds`` have passed since it was last sent."""
+
+    def __init__(self, flush_every: int, flush_seconds: float) -> None:
+        self.flush_every, self.flush_seconds = flush_every, flush_seconds
+        self._since = time.monotonic()  # when the buffer was last emptied
+
+    def _due(self, rows: int) -> bool:
+        return rows >= self.flush_every or time.monotonic() - self._since >= self.flush_seconds
+
+    def _emptied(self) -> None:
+        self._since = time.monotonic()
+
+
+class VideoTrack(_Buffered):
     """One clip as an ``rr.VideoStream`` entity: sample ``pts`` -> the step recorded for that frame."""
 
-    def __init__(self, stream: rr.RecordingStream, entity: str, timelines: Timelines, flush_every: int) -> None:
-        rr = _rr()
-        self.stream, self.entity, self.timelines, self.flush_every = stream, entity, timelines, flush_every
+    def __init__(
+        self, stream: rr.RecordingStream, entity: str, timelines: Timelines, flush_every: int, flush_seconds: float
+    ) -> None:
+        super().__init__(flush_every, flush_seconds)
+        self.stream, self.entity, self.timelines = stream, entity, timelines
         self.samples_sent = 0
         self._steps: dict[int, int] = {}  # frames queued for encoding whose sample has not arrived
         self._queued = 0
         self._pending: list[tuple[int, bool, bytes]] = []  # (step, keyframe, data) not sent yet
-        stream.log(entity, rr.VideoStream(codec=rr.VideoCodec.H264), static=True)
 
     def frame(self, step: int) -> None:
         """A frame of this clip went to the encoder; its sample will be shown at ``step``."""
@@ -137,21 +153,20 @@ class VideoTrack:
 
     def sample(self, pts: int, keyframe: bool, data: bytes) -> None:
         self._pending.append((self._steps.pop(pts), keyframe, data))
-        if len(self._pending) >= self.flush_every:
+        if self._due(len(self._pending)):
             self.flush()
 
     def flush(self) -> None:
+        self._emptied()
         if not self._pending:
             return
         rr = _rr()
         pending, self._pending = self._pending, []
-        self.stream.send_columns(
-            self.entity,
-            indexes=self.timelines.columns([step for step, _, _ in pending]),
-            columns=rr.VideoStream.columns(
-                sample=[data for _, _, data in pending], is_keyframe=[keyframe for _, keyframe, _ in pending]
-            ),
-        )
+        columns = list(rr.VideoStream.columns(sample=[data for _, _, data in pending]))
+        keyframes = [int(keyframe) for _, keyframe, _ in pending]
+        if any(keyframes):  # a sparse marker, as Rerun wants it: [True] on keyframes, nothing on the others
+            columns += rr.VideoStream.columns(is_keyframe=[True] * sum(keyframes)).partition(keyframes)
+        self.stream.send_columns(self.entity, indexes=self.timelines.columns([s for s, _, _ in pending]), columns=columns)
         self.samples_sent += len(pending)
 
 
@@ -171,17 +186,28 @@ def host_values(value: Any) -> np.ndarray | None:
 
 
 def row_of(value: Any, index: int) -> Any:
-    """Row ``index`` of a batched array (per-env rewards, actions); None for values without rows (Dict actions)."""
+    """Item ``index`` of a per-env list or row of a batched array (rewards, actions); None for values
+    without rows (Dict actions)."""
+    if isinstance(value, list):
+        return value[index]
     return value[index] if getattr(value, "shape", None) else None
 
 
-class ScalarTrack:
+def rows_of(values: dict[str, Any], index: int) -> dict[str, Any]:
+    """Env ``index``'s row of each per-env value: ``rows_of({"reward": rewards}, 2) == {"reward": rewards[2]}``."""
+    return {name: row_of(value, index) for name, value in values.items()}
+
+
+class ScalarTrack(_Buffered):
     """Per-frame scalars (``reward``, ``action``, ...) of one recording, buffered and sent in columns."""
 
-    def __init__(self, stream: rr.RecordingStream, root: str, timelines: Timelines, flush_every: int) -> None:
-        self.stream, self.root, self.timelines, self.flush_every = stream, root, timelines, flush_every
+    def __init__(
+        self, stream: rr.RecordingStream, root: str, timelines: Timelines, flush_every: int, flush_seconds: float
+    ) -> None:
+        super().__init__(flush_every, flush_seconds)
+        self.stream, self.root, self.timelines = stream, root, timelines
         self._rows: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-        self._count = 0
+        self._count = 0  # steps buffered
 
     def add(self, step: int, **values: Any) -> None:
         for name, value in values.items():
@@ -191,11 +217,12 @@ class ScalarTrack:
             steps, rows = self._rows[name]
             steps.append(step)
             rows.append(array)
-            self._count += 1
-        if self._count >= self.flush_every:
+        self._count += 1
+        if self._due(self._count):
             self.flush()
 
     def flush(self) -> None:
+        self._emptied()
         rr = _rr()
         for name, (steps, rows) in self._rows.items():
             if not steps:
@@ -221,7 +248,9 @@ class RerunVideoSink:
     Entities: ``camera[/env_{i}][/{camera key}]`` (one ``VideoStream`` per camera and env),
     ``scalars[/env_{i}]/{reward,action}``. ``timelines``: ``"recording"`` or ``"shared"`` (see the
     module docstring). ``step_duration`` (seconds per step) defaults to ``1 / fps`` of each
-    recording. ``flush_every``: samples (and scalar rows) buffered per ``send_columns``.
+    recording. Samples and scalar rows are buffered and sent with ``send_columns`` once
+    ``flush_every`` of them are waiting or ``flush_seconds`` after the last send (and when a clip
+    ends): few, large chunks make a small ``.rrd`` (each chunk costs about 1 KB on disk).
     ``mark_recordings=False`` leaves the ``recordings`` rows to the caller (``LogRerun`` logs them).
     ``owns_stream``: ``close()`` disconnects the stream (writing an ``.rrd`` file's footer) instead
     of only flushing it.
@@ -235,15 +264,19 @@ class RerunVideoSink:
     step_duration: float | None = None
     camera_entity: str = CAMERA_ENTITY
     scalars_entity: str = SCALARS_ENTITY
-    flush_every: int = 64
+    flush_every: int = 500
+    flush_seconds: float = 1.0
     mark_recordings: bool = True
     owns_stream: bool = False
+    _codec_logged: set[str] = field(default_factory=set, init=False, repr=False)  # entities with their codec
 
     def __post_init__(self) -> None:
         if self.timelines not in LAYOUTS:
             raise ValueError(f"timelines must be one of {LAYOUTS}, received {self.timelines!r}.")
         if self.flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, received {self.flush_every}.")
+        if not self.flush_seconds > 0:
+            raise ValueError(f"flush_seconds must be > 0, received {self.flush_seconds}.")
 
     def close(self) -> None:
         """Flush the stream (disconnect it when this sink made it)."""
@@ -256,10 +289,18 @@ class RerunVideoSink:
         return Timelines.of(self.timelines, name, self.step_duration or 1.0 / fps)
 
     def video(self, timelines: Timelines, env_index: int | None, camera: str | None) -> VideoTrack:
-        return VideoTrack(self.stream, entity_path(self.camera_entity, env_index, camera), timelines, self.flush_every)
+        """A clip's track; its entity's codec is logged (static) once, at its first clip."""
+        entity = entity_path(self.camera_entity, env_index, camera)
+        if entity not in self._codec_logged:
+            rr = _rr()
+            self.stream.log(entity, rr.VideoStream(codec=rr.VideoCodec.H264), static=True)
+            self._codec_logged.add(entity)
+        return VideoTrack(self.stream, entity, timelines, self.flush_every, self.flush_seconds)
 
     def scalars(self, timelines: Timelines, env_index: int | None) -> ScalarTrack:
-        return ScalarTrack(self.stream, entity_path(self.scalars_entity, env_index), timelines, self.flush_every)
+        return ScalarTrack(
+            self.stream, entity_path(self.scalars_entity, env_index), timelines, self.flush_every, self.flush_seconds
+        )
 
 
 def as_rerun_sink(rerun: Any, application_id: str) -> RerunVideoSink | None:
@@ -403,11 +444,13 @@ def read_video_samples(path: str | os.PathLike[str], entity: str, timeline: str)
         if "VideoStream:sample" not in batch.schema.names or timeline not in batch.schema.names:
             continue
         steps = batch.column(timeline).to_pylist()
-        keyframes = batch.column("VideoStream:is_keyframe").to_pylist()
+        names = batch.schema.names  # is_keyframe: [True] on keyframes, absent (or [False], older files) elsewhere
+        keyframes = batch.column("VideoStream:is_keyframe").to_pylist() if "VideoStream:is_keyframe" in names else []
         blobs = batch.column("VideoStream:sample")
         for row, step in enumerate(steps):
             if step is None or not blobs[row].is_valid:
                 continue
             data = blobs[row].values.flatten().to_numpy(zero_copy_only=False).tobytes()
-            found.append((int(step), bool(keyframes[row] and keyframes[row][0]), data))
+            keyframe = row < len(keyframes) and bool(keyframes[row] and keyframes[row][0])
+            found.append((int(step), keyframe, data))
     return sorted(found, key=lambda sample: sample[0])
