@@ -57,8 +57,10 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``video_length > 0`` (snippets may span episodes). A wrapper that is not recording never
     calls ``render()``. Differences: frames are encoded in a background process as they arrive,
     every captured frame is in the file, mp4 is yuv420p (plays in browsers), and
-    ``recorded_frames`` is the number of frames of the current recording (not a list of them).
-    As with Gymnasium, a video is complete under its name when the call that ends its recording
+    ``recorded_frames`` is the number of frames of the current recording (not a list of them),
+    and ``gc_trigger`` defaults to None: no frames are kept in memory, so there is nothing for
+    Gymnasium's default (``gc.collect()`` after every episode, 10-100 ms in a process that has
+    imported torch) to free; a trigger given is honoured. As with Gymnasium, a video is complete under its name when the call that ends its recording
     (``stop_recording()``, the ``reset()`` or ``step()`` that ends it, ``close()``) returns.
 
     Extras: ``format`` ("mp4", "webm", "gif"), ``crf``, ``preset``, ``bitrate`` (see
@@ -92,7 +94,7 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         name_prefix: str = "rl-video",
         fps: int | None = None,
         disable_logger: bool = True,
-        gc_trigger: Callable[[int], bool] | None = lambda episode: True,
+        gc_trigger: Callable[[int], bool] | None = None,
         *,
         format: str = "mp4",
         crf: int | None = None,

@@ -57,7 +57,8 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
     one video of all sub-envs tiled in a grid close to ``video_aspect_ratio`` (only env 0 with
     ``record_first_only``), episode triggers count env 0's episodes, and a recording ends at env
     0's next episode (or after ``video_length`` + 1 frames). ``pad_grid=True`` lets the grid have
-    empty cells so that a prime number of envs does not become a 1 x n strip.
+    empty cells so that a prime number of envs does not become a 1 x n strip. ``gc_trigger``
+    defaults to None (no frames are kept in memory; see :class:`episode_recorder.gym.RecordVideo`).
 
     With ``env_indices=[i, ...]`` each chosen sub-env gets its own recordings: ``episode_trigger``
     sees that env's episode counter, each video starts with the frame of the env's reset and ends
@@ -97,7 +98,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
         name_prefix: str = "rl-video",
         fps: int | None = None,
         disable_logger: bool = True,
-        gc_trigger: Callable[[int], bool] | None = lambda episode: True,
+        gc_trigger: Callable[[int], bool] | None = None,
         *,
         env_indices: Sequence[int] | None = None,
         pad_grid: bool = False,

@@ -63,7 +63,8 @@ import numpy as np
 FORMATS = ("mp4", "webm", "gif")
 AUTO = "auto"
 WhenFull = Literal["wait", "drop"]
-_HEADER_BYTES = 64  # int64 at offset 0: frames the encoder process has taken out of the ring
+_HEADER_BYTES = 64  # int64s: frames the encoder process has taken out of the ring; its encode time per frame (us)
+QUEUED_WORK_SECONDS = 0.030  # "wait": at most this much encoding queued, so ending a clip waits little
 
 
 @dataclass(frozen=True)
@@ -650,7 +651,8 @@ def _quantize(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Ring:
-    """A clip's frames in anonymous shared memory: ``slots`` frame buffers plus a 'taken' counter.
+    """A clip's frames in anonymous shared memory: ``slots`` frame buffers, a 'taken' counter and
+    the encoder's recent cost per frame (``encode_us``, an average the encoder process keeps).
 
     The memory is a ``memfd`` (no name in /dev/shm, so nothing can outlive both processes); the
     parent creates it and sends its descriptor to the encoder process, which maps it with ``fd``.
@@ -661,6 +663,7 @@ class _Ring:
         self.fd = _anonymous_memory(size) if fd is None else fd
         self.memory = mmap.mmap(self.fd, size)
         self.taken = np.ndarray((1,), np.int64, self.memory, 0)
+        self.encode_us = np.ndarray((1,), np.int64, self.memory, 8)
         self.frames = np.ndarray((slots, height, width, 3), np.uint8, self.memory, _HEADER_BYTES)
         self.slots = slots
         self.written = 0
@@ -672,7 +675,7 @@ class _Ring:
             self.fd = None
 
     def release(self) -> None:
-        del self.taken, self.frames
+        del self.taken, self.encode_us, self.frames
         self.memory.close()
         self.close_fd()
 
@@ -732,8 +735,9 @@ class VideoEncoderProcess:
     """Parent-side handle of the encoder process; each clip gets a ring of ``queue_frames`` frames.
 
     ``write`` copies one frame into the ring and returns at once; when the ring is full it waits
-    for the encoder (``when_full="wait"``, nothing lost) or skips the frame and returns False
-    (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
+    for the encoder (``when_full="wait"``, nothing lost; then at most ``QUEUED_WORK_SECONDS`` of
+    encoding, at the encoder's recent cost per frame, is queued, so that finishing a clip waits
+    little) or skips the frame and returns False (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
     ``("saved", clip, path, frames, encoder_report)``, ``("aborted", clip)``, ``("failed", clip, error)``,
     and for clips opened with ``VideoOptions(samples=True)`` ``("sample", clip, (pts, keyframe, data))``
     for each encoded frame, before the clip's ``saved``. ``path=None`` opens a clip of samples only.
@@ -831,7 +835,7 @@ class VideoEncoderProcess:
         if rgb.shape != ring.frames.shape[1:]:
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of shape {ring.frames.shape[1:]}.")
         waited = False
-        while ring.written - int(ring.taken[0]) >= ring.slots:
+        while ring.written - int(ring.taken[0]) >= self._room(ring):
             if self.when_full == "drop":
                 return False
             waited = True
@@ -842,6 +846,14 @@ class VideoEncoderProcess:
         ring.written += 1
         self._send(("frame", clip, slot, waited))  # the encoder's speed control wants to know it waited
         return True
+
+    def _room(self, ring: _Ring) -> int:
+        """Frames that may be queued: all slots, but with "wait" no more than the encoder finishes
+        in ``QUEUED_WORK_SECONDS``, so that the call ending a clip never waits for a long backlog."""
+        cost_us = int(ring.encode_us[0])
+        if self.when_full == "drop" or cost_us <= 0:
+            return ring.slots
+        return min(ring.slots, max(2, int(QUEUED_WORK_SECONDS * 1e6) // cost_us))
 
     def close(self, clip: int) -> None:
         """Finish the clip; its ``saved`` result arrives once the file is under its final name."""
