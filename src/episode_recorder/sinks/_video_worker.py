@@ -169,8 +169,9 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
                     started = time.perf_counter()
                     clip.encoder.write(frame)
                     cost = time.perf_counter() - started
-                    recent = int(clip.ring.encode_us[0])  # what the parent's write() sizes its queue by
-                    clip.ring.encode_us[0] = int(1e6 * cost) if recent <= 0 else int(0.8 * recent + 0.2e6 * cost)
+                    if clip.encoder.frames > 2:  # what the parent's write() sizes its queue by (not the codec's start-up)
+                        recent = int(clip.ring.encode_us[0])
+                        clip.ring.encode_us[0] = int(1e6 * cost) if recent <= 0 else int(0.8 * recent + 0.2e6 * cost)
                     _adapt(governor, clips, clip_id, cost, message[3])
                 except Exception as error:
                     # a full disk or an I/O error: keep what was written for recover()

@@ -8,8 +8,8 @@ the window took. Frames arriving faster than they are encoded keep the encoder b
 - Busy above ``BUSY_HIGH``, or the caller waited: the adaptive clip that cost the most in the
   window moves one step down its format's ``AUTO_PRESETS`` (at once, with a key frame, when the
   codec accepts the change inside the clip, else from its next clip). At the fastest preset, a
-  caller that still waits gets more encoder threads (unless ``threads`` was given): it is blocked
-  anyway, so the cores are free.
+  caller that still waits for at least half the window's frames gets more encoder threads
+  (unless ``threads`` was given): it is blocked anyway, so the cores are free.
 - A clip starts where the last clip of the same format and size ended; one step better when the
   costs measured so far predict a busy fraction under ``BUSY_LOW`` there (costs of steps not yet
   measured at that size are estimated from ``RELATIVE_COST``, measured on the development machine).
@@ -84,7 +84,7 @@ class SpeedGovernor:
         self._window_start: float | None = None
         self._window_busy = 0.0
         self._window_frames = 0
-        self._window_waited = False
+        self._window_waits = 0  # frames of the window the caller had waited for
 
     def open(self, clip: int, options: VideoOptions, height: int, width: int) -> EncoderSetting:
         """The setting a new clip starts with (explicit presets: exactly what was asked)."""
@@ -103,7 +103,7 @@ class SpeedGovernor:
             self._window_start = now - cost
         self._window_busy += cost
         self._window_frames += 1
-        self._window_waited |= waited
+        self._window_waits += waited
         if state.skip:
             state.skip -= 1
         elif state.options.adaptive:
@@ -114,17 +114,18 @@ class SpeedGovernor:
         if self._window_frames < WINDOW:
             return None
         busy = self._window_busy / max(now - self._window_start, 1e-9)
-        waited = self._window_waited
+        waits = self._window_waits
+        waited = waits > 0
         for each in self._clips.values():
             each.busy = busy
         heaviest = max(self._clips, key=lambda c: self._clips[c].window_cost if self._clips[c].options.adaptive else -1.0)
-        self._window_start, self._window_busy, self._window_frames, self._window_waited = now, 0.0, 0, False
+        self._window_start, self._window_busy, self._window_frames, self._window_waits = now, 0.0, 0, 0
         for each in self._clips.values():
             each.window_cost = 0.0
         if busy <= BUSY_HIGH and not waited:
             return None
         target = self._clips[heaviest]
-        faster = self._faster(target, waited)
+        faster = self._faster(target, waits)
         if faster is None:
             return None
         self.warn(
@@ -152,7 +153,7 @@ class SpeedGovernor:
             history = self._history.setdefault(state.key, _History(state.setting, state.busy))
             history.setting, history.busy = state.setting, state.busy
 
-    def _faster(self, state: _ClipState, waited: bool) -> EncoderSetting | None:
+    def _faster(self, state: _ClipState, waits: int) -> EncoderSetting | None:
         if not state.options.adaptive or state.frozen:
             return None
         ladder = AUTO_PRESETS[state.options.format]
@@ -160,7 +161,9 @@ class SpeedGovernor:
         if index + 1 < len(ladder):
             return EncoderSetting(ladder[index + 1], state.setting.threads)
         more_threads = state.options.threads is None and state.options.format != "gif"  # explicit threads stay
-        if waited and more_threads and state.setting.threads < self.max_threads:
+        # Threads only for a caller that keeps waiting: a stall of the machine makes it wait once,
+        # and a second thread would then take the step loop's core for the rest of the run.
+        if waits >= WINDOW // 2 and more_threads and state.setting.threads < self.max_threads:
             return EncoderSetting(state.setting.preset, min(self.max_threads, 2 * state.setting.threads))
         return None
 
