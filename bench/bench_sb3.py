@@ -133,7 +133,7 @@ def run_variant(variant: str, steps: int, rollout: int, cpu_ms: float, folder: s
     weights = rng.normal(size=(4, 2)).astype(np.float32)
     sampler = MemorySampler()
     sampler.start()
-    longest = 0.0
+    longest, slowest = 0.0, []  # slowest: (ms, step) of the three longest calls
     start = time.perf_counter()
     t0 = time.perf_counter()
     obs = venv.reset()
@@ -143,6 +143,7 @@ def run_variant(variant: str, steps: int, rollout: int, cpu_ms: float, folder: s
         t0 = time.perf_counter()
         obs, _, _, _ = venv.step(actions)
         longest = max(longest, time.perf_counter() - t0)
+        slowest = sorted([*slowest, (round(1000 * (time.perf_counter() - t0), 1), step)], reverse=True)[:3]
         if step % rollout == 0:  # the "training" phase between rollouts
             deadline = time.perf_counter() + 0.1
             while time.perf_counter() < deadline:
@@ -160,6 +161,7 @@ def run_variant(variant: str, steps: int, rollout: int, cpu_ms: float, folder: s
         "wall_s": wall,
         "close_s": close_s,
         "longest_call_ms": longest * 1000,
+        "slowest_steps": slowest,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_total_mb": sampler.peak_mb,  # main + encoder process (ours) / ffmpeg (moviepy)
         "files": len(files),
