@@ -210,8 +210,8 @@ def test_ctrl_c_finishes_and_lists_the_files_recorded_so_far(tmp_path) -> None:
         env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 120
-    in_progress = out / ".CartPole-v1-episode-2.mp4.part"  # the third episode's file, opened at its first frame
-    while not in_progress.exists() and time.monotonic() < deadline and child.poll() is None:
+    second = out / "CartPole-v1-episode-1.mp4"  # complete when the reset that starts the third episode returns
+    while not second.exists() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.05)  # polling for a condition, with a deadline
     child.send_signal(signal.SIGINT)
     stdout, stderr = child.communicate(timeout=120)

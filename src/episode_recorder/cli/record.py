@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -69,10 +70,12 @@ def record(args: argparse.Namespace) -> int:
         write_run_json(out, args, env_indices, rerun_paths)
         status = 0
         try:
-            run_episodes(env, make_policy(env), args.seed, episodes, max_steps, env_indices, args.num_envs > 1, progress)
-        except KeyboardInterrupt:  # Ctrl+C: finish the files recorded so far and list them
-            progress.write_line("interrupted: finishing the videos recorded so far")
-            status = 130
+            with StopOnInterrupt() as interrupt:  # Ctrl+C: end after this step, finish the files and list them
+                run_episodes(env, make_policy(env), args.seed, episodes, max_steps, env_indices, args.num_envs > 1,
+                             progress, stop=lambda: interrupt.requested)
+            if interrupt.requested:
+                progress.write_line("interrupted: finishing the videos recorded so far")
+                status = 130
         finally:
             env.close()
             progress.finish()
@@ -258,6 +261,24 @@ def load_sb3_policy(spec: str) -> Policy:
 
 
 # --- the loop -----------------------------------------------------------------------------------
+class StopOnInterrupt:
+    """While active, Ctrl+C (SIGINT) sets ``requested`` instead of raising inside whatever call is
+    running (a frame half sent, a file being finished); a second Ctrl+C raises KeyboardInterrupt."""
+
+    def __enter__(self) -> StopOnInterrupt:
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._interrupted)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def _interrupted(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
 def run_episodes(
     env: Any,
     policy: Policy,
@@ -267,8 +288,9 @@ def run_episodes(
     env_indices: list[int],
     vector: bool,
     progress: Progress,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Step until every recorded env finished ``episodes`` episodes, or ``max_steps`` steps."""
+    """Step until every recorded env finished ``episodes`` episodes, ``max_steps`` steps, or ``stop()``."""
     import numpy as np
 
     obs, _ = env.reset(seed=seed)
@@ -284,7 +306,7 @@ def run_episodes(
         progress.update(steps, sum(min(n, episodes or n) for n in finished.values()))
         if episodes is not None and min(finished.values()) >= episodes:
             return
-        if max_steps is not None and steps >= max_steps:
+        if (max_steps is not None and steps >= max_steps) or stop():
             return
         if not vector and dones[0]:
             obs, _ = env.reset()
