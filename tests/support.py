@@ -139,10 +139,10 @@ def x264_settings(path: str | Path) -> str:
 
 
 def default_subme() -> str:
-    """x264's ``subme`` of the preset an "auto" clip starts with: veryfast, or ultrafast on up to 2 cores."""
+    """x264's ``subme`` of the preset an "auto" clip starts with (``AUTO_START``)."""
     from episode_recorder.sinks.video import VideoOptions, initial_setting
 
-    return {"veryfast": "subme=2", "ultrafast": "subme=0"}[initial_setting(VideoOptions()).preset]
+    return {"veryfast": "subme=2", "superfast": "subme=1", "ultrafast": "subme=0"}[initial_setting(VideoOptions()).preset]
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> None:

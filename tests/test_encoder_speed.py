@@ -142,7 +142,7 @@ def test_auto_picks_a_faster_preset_when_frames_arrive_faster_than_it_encodes(tm
     encoder = metadata["encoder"]
     ladder = AUTO_PRESETS["mp4"]
     assert encoder["adaptive"] and encoder["crf"] == 23 and encoder["encode_ms_per_frame"] > 0
-    start = initial_setting(VideoOptions())  # the fastest preset on up to 2 cores: then more threads
+    start = initial_setting(VideoOptions())  # "auto": veryfast
     assert encoder["settings"][0] == {"preset": start.preset, "threads": start.threads, "from_frame": 0}
     faster = encoder["settings"][1]
     assert ladder.index(faster["preset"]) > ladder.index(start.preset) or faster["threads"] > start.threads

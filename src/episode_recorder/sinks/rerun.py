@@ -120,9 +120,13 @@ def log_recording_start(
 
 
 class _Buffered:
-    """A track's buffer is due once it holds ``flush_every`` rows or ``flush_seconds`` have passed since it was last sent."""
+    """A track of ``stream`` on ``timelines`` whose buffer is due once it holds ``flush_every`` rows
+    or ``flush_seconds`` have passed since it was last sent."""
 
-    def __init__(self, flush_every: int, flush_seconds: float) -> None:
+    def __init__(
+        self, stream: rr.RecordingStream, timelines: Timelines, flush_every: int, flush_seconds: float
+    ) -> None:
+        self.stream, self.timelines = stream, timelines
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
         self._since = time.monotonic()  # when the buffer was last emptied
 
@@ -139,8 +143,8 @@ class VideoTrack(_Buffered):
     def __init__(
         self, stream: rr.RecordingStream, entity: str, timelines: Timelines, flush_every: int, flush_seconds: float
     ) -> None:
-        super().__init__(flush_every, flush_seconds)
-        self.stream, self.entity, self.timelines = stream, entity, timelines
+        super().__init__(stream, timelines, flush_every, flush_seconds)
+        self.entity = entity
         self.samples_sent = 0
         self._steps: dict[int, int] = {}  # frames queued for encoding whose sample has not arrived
         self._queued = 0
@@ -204,8 +208,8 @@ class ScalarTrack(_Buffered):
     def __init__(
         self, stream: rr.RecordingStream, root: str, timelines: Timelines, flush_every: int, flush_seconds: float
     ) -> None:
-        super().__init__(flush_every, flush_seconds)
-        self.stream, self.root, self.timelines = stream, root, timelines
+        super().__init__(stream, timelines, flush_every, flush_seconds)
+        self.root = root
         self._rows: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
         self._count = 0  # steps buffered
 

@@ -13,9 +13,8 @@ the window took. Frames arriving faster than they are encoded keep the encoder b
 - A clip starts where the last clip of the same format and size ended; one step better when the
   costs measured so far predict a busy fraction under ``BUSY_LOW`` there (costs of steps not yet
   measured at that size are estimated from ``RELATIVE_COST``, measured on the development machine).
-  On machines with up to 2 cores clips start at the fastest step and never climb above it: the
-  step loop and a software renderer need the CPU a costlier setting would take from them (see
-  ``initial_setting``).
+  On machines with up to 2 cores it never climbs above the start setting (``AUTO_START``): the
+  step loop and a software renderer need the CPU a costlier setting would take from them.
 
 Every change is logged as a WARNING on the ``episode_recorder`` logger.
 
@@ -75,8 +74,7 @@ class SpeedGovernor:
     """Chooses the setting of every adaptive clip of one encoder process (see the module doc)."""
 
     def __init__(self, cores: int, warn: Callable[[str], None] = logger.warning) -> None:
-        self.cores = max(1, cores)
-        self.max_threads = self.cores
+        self.max_threads = max(1, cores)
         self.climbs_above_start = cores > 2
         self.warn = warn
         self._clips: dict[int, _ClipState] = {}
@@ -89,7 +87,7 @@ class SpeedGovernor:
     def open(self, clip: int, options: VideoOptions, height: int, width: int) -> EncoderSetting:
         """The setting a new clip starts with (explicit presets: exactly what was asked)."""
         key = (options.format, height, width)
-        setting = initial_setting(options, self.cores)
+        setting = initial_setting(options)
         history = self._history.get(key)
         if options.adaptive and history is not None:
             setting = self._better(options, history) or history.setting
@@ -174,7 +172,7 @@ class SpeedGovernor:
             return None
         ladder = AUTO_PRESETS[options.format]
         index = ladder.index(current.preset)
-        start = initial_setting(options, self.cores)
+        start = initial_setting(options)
         if current.threads > start.threads:
             candidate = EncoderSetting(current.preset, max(start.threads, current.threads // 2))
             ratio = current.threads / candidate.threads  # assumes threads scale perfectly: cautious

@@ -136,7 +136,7 @@ AUTO_PRESETS = {
     "webm": ("6", "7", "8"),
     "gif": ("octree",),  # measured: other palettes cost as much (GIF's LZW is half the cost) or look worse
 }
-AUTO_START = {"mp4": "veryfast", "webm": "8", "gif": "octree"}  # the first clip's setting (see initial_setting)
+AUTO_START = {"mp4": "veryfast", "webm": "8", "gif": "octree"}  # the first clip's setting
 _X264_AUTO_HEADERS = "bframes=0:rc-lookahead=0:ref=1:weightp=1:8x8dct=1:cabac=1:stitchable=1"
 
 
@@ -590,18 +590,9 @@ def _playable_while_written(options: VideoOptions) -> dict[str, str]:
 _CODECS = {"mp4": "libx264", "webm": "libvpx-vp9"}
 
 
-def initial_setting(options: VideoOptions, cores: int | None = None) -> EncoderSetting:
-    """The setting a clip starts with when nothing has been measured yet.
-
-    "auto" starts at ``AUTO_START``; on machines with up to 2 ``cores`` at its fastest step: the
-    step loop needs the other core, and with the auto stream headers the fastest H.264 step costs
-    at most 0.5 dB (bench/bench_encoder.py).
-    """
-    cores = cores or os.cpu_count() or 1
-    if options.adaptive or options.format == "gif":
-        preset = AUTO_PRESETS[options.format][-1] if cores <= 2 else AUTO_START[options.format]
-    else:
-        preset = str(options.preset)
+def initial_setting(options: VideoOptions) -> EncoderSetting:
+    """The setting a clip starts with when nothing has been measured yet ("auto": ``AUTO_START``)."""
+    preset = AUTO_START[options.format] if options.adaptive or options.format == "gif" else str(options.preset)
     return EncoderSetting(preset, options.threads or _default_threads())
 
 
