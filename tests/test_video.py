@@ -311,3 +311,24 @@ def test_ctrl_c_in_the_terminal_reaches_the_users_finally_and_every_file_is_comp
         decoded = decode(tmp_path / name)[0]
         assert len(decoded) == len(ts), name
         assert all(psnr(got, pattern(t, 96, 128)) > 30 for got, t in zip(decoded, ts)), name
+
+
+def test_the_ring_reuses_its_lowest_free_slot_so_a_short_queue_touches_few_slots():
+    from episode_recorder.sinks.video import _Ring
+
+    ring = _Ring(slots=4, height=2, width=2)
+    used = []
+    for frame in range(6):  # the encoder takes each frame before the next comes: one slot does
+        slot = ring.free_slot()
+        ring.in_flight.append(slot)
+        ring.written += 1
+        ring.taken[0] += 1
+        used.append(slot)
+    assert used == [0] * 6
+    for frame in range(3):  # three frames queued: three slots, none of them reused while queued
+        ring.in_flight.append(ring.free_slot())
+        ring.written += 1
+    assert list(ring.in_flight) == [0, 1, 2]
+    ring.taken[0] += 1  # the oldest (slot 0) was encoded
+    assert ring.free_slot() == 0 and list(ring.in_flight) == [1, 2]
+    ring.release()

@@ -191,13 +191,6 @@ def claim_path(path: str) -> tuple[str, int]:
     raise AssertionError("unreachable")
 
 
-def lock_file(path: str) -> int:
-    """An ``flock``-ed descriptor of ``path`` (the encoder's mark that the file is being written)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd
-
-
 def publish(temp: str, final: str) -> str:
     """Move the complete file ``temp`` to the first free name among :func:`numbered` ``(final)``.
 
@@ -362,6 +355,7 @@ class VideoFileEncoder:
         self._on_sample = on_sample
         self._reformatter = VideoReformatter()
         self._copy: _FaststartCopy | None = None  # mp4: the ordinary file written beside the fragmented one
+        self._copy_wanted = options.format == "mp4"
         rate = Fraction(options.fps).limit_denominator(1001)
         self._time_base = 1 / rate
         try:
@@ -507,13 +501,20 @@ class VideoFileEncoder:
                 from episode_recorder.sinks.h264 import sample_of
 
                 self._on_sample(sample_of(packet, self._context.extradata))
-            copy = _copy_of(packet) if self.options.format == "mp4" else None
+            copy = _copy_of(packet) if self._copy_wanted else None
             packet.stream = self._stream
             self._container.mux(packet)  # muxing takes the packet's data
             if copy is not None:
-                if self._copy is None:  # after the first packet: the stream's parameters are known
-                    self._copy = _FaststartCopy(self.temp_path + ".tmp", self._stream)
-                self._copy.mux(copy)
+                self._mux_copy(copy)
+
+    def _mux_copy(self, packet: Any) -> None:
+        try:
+            if self._copy is None:  # after the first packet: the stream's parameters are known
+                self._copy = _FaststartCopy(self.temp_path + ".tmp", self._stream)
+            self._copy.mux(packet)
+        except OSError:  # e.g. a full disk: the fragmented file alone becomes the clip
+            self._copy_wanted = False
+            self._drop_copy()
 
 
 class _FaststartCopy:
@@ -658,6 +659,16 @@ class _Ring:
         self.frames = np.ndarray((slots, height, width, 3), np.uint8, self.memory, _HEADER_BYTES)
         self.slots = slots
         self.written = 0
+        self.in_flight: collections.deque[int] = collections.deque()  # slots of frames not taken yet, oldest first
+
+    def free_slot(self) -> int:
+        """The lowest slot whose frame the encoder has taken: only as many slots as frames are ever
+        queued at once are touched, so a ring of big frames costs the memory of its queue, not of
+        ``slots`` frames."""
+        while len(self.in_flight) > self.written - int(self.taken[0]):
+            self.in_flight.popleft()
+        used = set(self.in_flight)
+        return next(slot for slot in range(self.slots) if slot not in used)
 
     def close_fd(self) -> None:
         """Close the descriptor (the mapping stays): once the other side has its own copy."""
@@ -832,9 +843,10 @@ class VideoEncoderProcess:
             waited = True
             self._check_alive()
             time.sleep(0.0005)
-        slot = ring.written % ring.slots
+        slot = ring.free_slot()
         np.copyto(ring.frames[slot], rgb)
         ring.written += 1
+        ring.in_flight.append(slot)
         self._send(("frame", clip, slot, waited))  # the encoder's speed control wants to know it waited
         return True
 
