@@ -60,8 +60,9 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``recorded_frames`` is the number of frames of the current recording (not a list of them),
     and ``gc_trigger`` defaults to None: no frames are kept in memory, so there is nothing for
     Gymnasium's default (``gc.collect()`` after every episode, 10-100 ms in a process that has
-    imported torch) to free; a trigger given is honoured. As with Gymnasium, a video is complete under its name when the call that ends its recording
-    (``stop_recording()``, the ``reset()`` or ``step()`` that ends it, ``close()``) returns.
+    imported torch) to free; a trigger given is honoured. As with Gymnasium, a video is complete
+    under its name when the call that ends its recording (``stop_recording()``, the ``reset()`` or
+    ``step()`` that ends it, ``close()``) returns.
 
     Extras: ``format`` ("mp4", "webm", "gif"), ``crf``, ``preset``, ``bitrate`` (see
     :class:`~episode_recorder.sinks.video.VideoOptions`), ``on_video_saved(path, info)`` called on

@@ -169,7 +169,9 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
                     started = time.perf_counter()
                     clip.encoder.write(frame)
                     cost = time.perf_counter() - started
-                    if clip.encoder.frames > 2:  # what the parent's write() sizes its queue by (not the codec's start-up)
+                    # The recent cost per frame, which the parent's write() sizes its queue by
+                    # (the codec's start-up frames left out).
+                    if clip.encoder.frames > 2:
                         recent = int(clip.ring.encode_us[0])
                         clip.ring.encode_us[0] = int(1e6 * cost) if recent <= 0 else int(0.8 * recent + 0.2e6 * cost)
                     _adapt(governor, clips, clip_id, cost, message[3])
