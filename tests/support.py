@@ -138,6 +138,21 @@ def x264_settings(path: str | Path) -> str:
     return match.group(1).decode()
 
 
+def record_clip(folder: str | Path, frames: list[np.ndarray], options: Any = None) -> Any:
+    """``frames`` into one clip of a fresh ``Recorder``, as fast as the caller copies them; the saved clip."""
+    from episode_recorder.recorder import Recorder
+    from episode_recorder.sinks.video import VideoOptions
+
+    recorder = Recorder(folder, options or VideoOptions())
+    segment = recorder.start("clip")
+    for frame in frames:
+        segment.add(frame)
+    (clip,) = segment.stop()
+    recorder.close()
+    assert clip.status == "saved" and clip.frames == len(frames)
+    return clip
+
+
 def default_subme() -> str:
     """x264's ``subme`` of the preset an "auto" clip starts with (``AUTO_START``)."""
     from episode_recorder.sinks.video import VideoOptions, initial_setting

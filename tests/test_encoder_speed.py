@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from support import decode, pattern, psnr
+from support import decode, pattern, psnr, record_clip
 
-from episode_recorder.recorder import Recorder
 from episode_recorder.sinks.speed import WINDOW, SpeedGovernor
 from episode_recorder.sinks.video import AUTO_PRESETS, EncoderSetting, VideoFileEncoder, VideoOptions, initial_setting
 
@@ -123,22 +121,10 @@ def test_every_auto_step_switches_inside_one_playable_clip(tmp_path, fmt):
     assert [i for i, key in enumerate(keyframes) if key] == list(range(0, len(frames), 4))
 
 
-def record_fast(folder: Path, options: VideoOptions, frames: list[np.ndarray]) -> dict:
-    """Frames written as fast as the caller can copy them: faster than any encoder at this size."""
-    recorder = Recorder(folder, options)
-    segment = recorder.start("clip")
-    for frame in frames:
-        segment.add(frame)
-    (clip,) = segment.stop()
-    recorder.close()
-    assert clip.status == "saved" and clip.frames == len(frames)
-    return clip.metadata()
-
-
 def test_auto_picks_a_faster_preset_when_frames_arrive_faster_than_it_encodes(tmp_path, caplog):
     frames = [pattern(t, 240, 320) for t in range(60)]
     with caplog.at_level(logging.WARNING, logger="episode_recorder"):
-        metadata = record_fast(tmp_path, VideoOptions(format="mp4"), frames)
+        metadata = record_clip(tmp_path, frames, VideoOptions(format="mp4")).metadata()
     encoder = metadata["encoder"]
     ladder = AUTO_PRESETS["mp4"]
     assert encoder["adaptive"] and encoder["crf"] == 23 and encoder["encode_ms_per_frame"] > 0
@@ -165,13 +151,13 @@ def test_auto_picks_a_faster_preset_when_frames_arrive_faster_than_it_encodes(tm
 
 def test_explicit_presets_and_rates_are_honoured(tmp_path):
     frames = [pattern(t, 240, 320) for t in range(40)]
-    metadata = record_fast(tmp_path / "a", VideoOptions(format="mp4", preset="medium", crf=30), frames)
+    metadata = record_clip(tmp_path / "a", frames, VideoOptions(format="mp4", preset="medium", crf=30)).metadata()
     assert metadata["encoder"]["preset"] == "medium" and metadata["encoder"]["crf"] == 30
     assert metadata["encoder"]["settings"] == [{"preset": "medium", "threads": initial_setting(VideoOptions()).threads, "from_frame": 0}]
     assert not metadata["encoder"]["adaptive"]
     with av.open(metadata["path"]) as container:
         assert b"subme=7" in bytes(next(p for p in container.demux(video=0) if p.size))  # x264's medium
-    webm = record_fast(tmp_path / "b", VideoOptions(format="webm", preset="5", bitrate=1_000_000), frames)
+    webm = record_clip(tmp_path / "b", frames, VideoOptions(format="webm", preset="5", bitrate=1_000_000)).metadata()
     assert webm["encoder"]["preset"] == "5" and webm["encoder"]["bitrate"] == 1_000_000 and webm["encoder"]["crf"] is None
     decoded, _, _ = decode(webm["path"])
     assert len(decoded) == len(frames)

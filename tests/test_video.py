@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from support import decode, default_subme, encoder_stopped, pattern, psnr, wait_for, x264_settings
+from support import decode, default_subme, encoder_stopped, pattern, psnr, record_clip, wait_for, x264_settings
 
 from episode_recorder.recorder import Recorder
 from episode_recorder.sinks.video import EncoderProcessDied, VideoFileEncoder, VideoOptions
@@ -24,14 +24,7 @@ MIN_PSNR = {"mp4": 30.0, "webm": 30.0, "gif": 20.0}
 
 
 def record(folder: Path, frames: list[np.ndarray], **options) -> Path:
-    recorder = Recorder(folder, VideoOptions(**options))
-    segment = recorder.start("clip")
-    for frame in frames:
-        segment.add(frame)
-    (clip,) = segment.stop()
-    recorder.close()
-    assert clip.status == "saved" and clip.frames == len(frames)
-    return Path(clip.path)
+    return Path(record_clip(folder, frames, VideoOptions(**options)).path)
 
 
 @pytest.mark.parametrize("fmt", ["mp4", "webm", "gif"])
