@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 import numpy as np
+from bench_encoder import Content, busy, encode_costs  # bench/ is this script's folder, so on sys.path
 
 VARIANTS = ("none", "ours", "ours_env0", "sb3")
 N_ENVS, HEIGHT, WIDTH, EPISODE_STEPS = 4, 480, 640, 200
@@ -57,10 +58,7 @@ def make_env_fn(index: int, cpu_ms: float) -> Any:
             return np.zeros(4, np.float32), {}
 
         def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-            deadline = time.thread_time() + cpu_ms / 1000.0  # this thread's CPU time: preemption makes it longer
-            x = 0
-            while time.thread_time() < deadline:  # busy pure-Python work, holding the GIL
-                x += 1
+            busy(cpu_ms / 1000.0)  # bench_encoder's: this thread's CPU time, so preemption makes it longer
             self.t += 1
             self.steps += 1
             return np.full(4, self.steps / EPISODE_STEPS, np.float32), 1.0, self.steps >= EPISODE_STEPS, False, {}
@@ -91,9 +89,6 @@ def wrap(variant: str, venv: Any, folder: str, options: dict[str, Any]) -> Any:
 
 def encode_cost_line() -> str:
     """This machine's H.264 encode cost per 480x640 frame (bench_encoder.py's measurement), for comparing machines."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_encoder import Content, encode_costs
-
     rows = [r for r in encode_costs(Content("smooth")) if r["setting"].startswith("mp4") and "before" not in r["setting"]]
     return "Encode cost, 480x640 smooth content, 1 thread: " + ", ".join(
         f"{r['setting'].split()[1]} {r['ms_per_frame']:.1f}" for r in rows) + " ms per frame"

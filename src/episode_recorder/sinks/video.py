@@ -434,11 +434,11 @@ class VideoFileEncoder:
 
     def close(self) -> str:
         """Flush, close and move the file to its final name; returns that name."""
-        return self._finish(self.path)
+        return self._finish(self.path, complete=True)
 
     def salvage(self) -> str:
         """Finish an interrupted clip as a complete, playable ``<name>.partial.<format>``."""
-        return self._finish(partial_path(self.path))
+        return self._finish(partial_path(self.path), complete=False)
 
     def abort(self, keep: bool = False) -> None:
         """Drop the clip: nothing is left on disk (``keep``: leave the temporary file for ``recover``)."""
@@ -451,10 +451,10 @@ class VideoFileEncoder:
             os.remove(self.temp_path)
         self._unlock()
 
-    def _finish(self, final_path: str) -> str:
+    def _finish(self, final_path: str, complete: bool) -> str:
         self._mux(None)
         self._container.close()
-        if final_path == self.path and self._copy is not None:
+        if complete and self._copy is not None:
             self._use_copy()
         else:  # a partial clip: the fragmented file, cut where the run stopped
             self._drop_copy()
