@@ -183,6 +183,38 @@ def test_wait_policy_waits_for_a_frozen_encoder_and_loses_nothing(tmp_path):
     assert all(psnr(got, want) > 30 for got, want in zip(decoded, frames))
 
 
+def test_a_write_waiting_for_the_encoder_sleeps_instead_of_spinning(tmp_path):
+    recorder = Recorder(tmp_path, VideoOptions(format="mp4"), queue_frames=2)
+    segment = recorder.start("asleep")
+    with encoder_stopped(recorder):
+        adding = threading.Thread(target=lambda: [segment.add(pattern(t, 48, 64)) for t in range(4)])
+        adding.start()
+        wait_for(lambda: segment.frames == 2, "the ring to fill")
+        clock = time.pthread_getcpuclockid(adding.ident)
+        cpu_before = time.clock_gettime(clock)
+        time.sleep(0.5)
+        waiting_cpu = time.clock_gettime(clock) - cpu_before
+        assert adding.is_alive()
+    adding.join(60)
+    (clip,) = segment.stop()
+    recorder.close()
+    # it sleeps on the encoder's wake pipe (woken at least every 0.1 s to check the process is alive);
+    # a 0.5 ms sleep/poll loop costs ~10-20 ms of CPU per 0.5 s here
+    assert waiting_cpu < 0.005, f"the waiting write() used {1e3 * waiting_cpu:.1f} ms of CPU in 0.5 s"
+    assert clip.frames == 4 and len(decode(clip.path)[0]) == 4
+
+
+def test_an_encoder_leaves_no_descriptor_open_after_close(tmp_path):
+    before = set(os.listdir("/proc/self/fd"))
+    recorder = Recorder(tmp_path, VideoOptions(format="mp4"), queue_frames=2)
+    segment = recorder.start("tidy")
+    for t in range(5):
+        segment.add(pattern(t, 48, 64))
+    segment.stop()
+    recorder.close()
+    assert set(os.listdir("/proc/self/fd")) - before == set()
+
+
 def test_wait_policy_loses_nothing_with_a_tiny_queue(tmp_path):
     recorder = Recorder(tmp_path, VideoOptions(format="mp4"), queue_frames=1)
     segment = recorder.start("slow")

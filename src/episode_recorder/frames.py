@@ -106,6 +106,8 @@ def to_rgb(frame: Any) -> np.ndarray:
     >>> to_rgb(np.ones((2, 2, 4), np.float32))[0, 0].tolist()
     [255, 255, 255]
     """
+    if type(frame) is np.ndarray and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.size:
+        return frame  # the common case, checked in a few microseconds
     shape = _shape_of(frame)
     dtype = str(getattr(frame, "dtype", type(frame).__name__))
     if shape is None or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (3, 4)):

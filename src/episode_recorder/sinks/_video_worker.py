@@ -1,9 +1,10 @@
 """The encoder process behind :class:`episode_recorder.sinks.video.VideoEncoderProcess`.
 
-Run as ``python -m episode_recorder.sinks._video_worker COMMAND_FD RESULT_FD PARENT_PID``. It reads
+Run as ``python -m episode_recorder.sinks._video_worker COMMAND_FD RESULT_FD PARENT_PID WAKE_FD``. It reads
 ``open`` / ``frame`` / ``close`` / ``abort`` / ``quit`` messages from a Unix socket (``open`` carries
 the clip's ring memory and the lock on its temporary file as descriptors), takes frames out of each
-clip's shared-memory ring, and reports ``saved`` / ``aborted`` / ``failed`` results (and a ``sample``
+clip's shared-memory ring (writing a byte to ``WAKE_FD`` for each frame it finishes, for a
+parent that waits for a free slot), and reports ``saved`` / ``aborted`` / ``failed`` results (and a ``sample``
 per encoded frame of clips opened with ``VideoOptions(samples=True)``). When the parent
 goes away without ``quit`` (its socket closes, or it exits while a forked child still holds the
 socket), every open clip is finished as a playable ``<name>.partial.<format>`` file, then the
@@ -127,13 +128,22 @@ def _adapt(governor: SpeedGovernor, clips: dict[int, _Clip], clip_id: int, cost:
             governor.switched(target, setting, encoder.switch(setting))
 
 
-def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
+def _wake(fd: int) -> None:
+    """Tell a parent waiting for a free slot that one is free (a full pipe: it has bytes to wake on)."""
+    try:
+        os.write(fd, b"x")
+    except (BlockingIOError, BrokenPipeError):
+        pass
+
+
+def serve(command_fd: int, result_fd: int, parent_pid: int, wake_fd: int) -> None:
     # Signals for the job (Ctrl+C, SIGTERM/SIGHUP from a scheduler or a terminal) are for the
     # training process to handle: keep encoding until it says "quit" or goes away (then open
     # clips are saved as partial files).
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
     av.logging.set_level(av.logging.ERROR)
+    os.set_blocking(wake_fd, False)
     clips: dict[int, _Clip] = {}
     results = _Results(result_fd)
     governor = SpeedGovernor(os.cpu_count() or 1, warn=lambda text: results.send(("log", logging.WARNING, text)))
@@ -181,6 +191,7 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
                     clip.encoder = None
                     results.send(_failure(clip_id, error))
             clip.ring.taken[0] += 1
+            _wake(wake_fd)
             continue
         del clips[clip_id]
         governor.closed(clip_id)
@@ -212,7 +223,7 @@ def serve(command_fd: int, result_fd: int, parent_pid: int) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     # Every clip is finished and every result sent: skip the interpreter's clean-up (~50 ms of
     # the caller's close() that waits for this process to end).
     os._exit(0)

@@ -45,6 +45,7 @@ import logging
 import mmap
 import os
 import pickle
+import select
 import socket
 import struct
 import subprocess
@@ -768,21 +769,26 @@ class VideoEncoderProcess:
         self._command_fd = self._commands.fileno()
         result_read, result_write = os.pipe()
         self._result_fd = [result_read]  # emptied by the reader thread just before it closes it
+        # The encoder writes a byte here for every frame it finishes: a write() waiting for a free
+        # slot sleeps on it instead of polling the ring.
+        self._wake_fd, wake_write = os.pipe()
+        os.set_blocking(self._wake_fd, False)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self._process = subprocess.Popen(
             [
                 sys.executable, "-m", "episode_recorder.sinks._video_worker",
-                str(command_read.fileno()), str(result_write), str(self._owner_pid),
+                str(command_read.fileno()), str(result_write), str(self._owner_pid), str(wake_write),
             ],
-            pass_fds=(command_read.fileno(), result_write),
+            pass_fds=(command_read.fileno(), result_write, wake_write),
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # killpg / a terminal hangup of the job do not reach it
         )
         command_read.close()
         os.close(result_write)
+        os.close(wake_write)
         ready = threading.Event()
         self._reader = threading.Thread(
             target=_read_results,
@@ -841,14 +847,23 @@ class VideoEncoderProcess:
             if self.when_full == "drop":
                 return False
             waited = True
-            self._check_alive()
-            time.sleep(0.0005)
+            self._sleep_until_a_frame_is_encoded()
         slot = ring.free_slot()
         np.copyto(ring.frames[slot], rgb)
         ring.written += 1
         ring.in_flight.append(slot)
         self._send(("frame", clip, slot, waited))  # the encoder's speed control wants to know it waited
         return True
+
+    def _sleep_until_a_frame_is_encoded(self) -> None:
+        """Block (no CPU) until the encoder finishes a frame, at most 0.1 s; a stale byte makes the
+        caller look at the ring once more and come back."""
+        self._check_alive()
+        select.select([self._wake_fd], [], [], 0.1)
+        try:
+            os.read(self._wake_fd, 1 << 16)
+        except BlockingIOError:
+            pass
 
     def _room(self, ring: _Ring) -> int:
         """Frames that may be queued: all slots, but with "wait" no more than the encoder finishes
@@ -920,6 +935,12 @@ class VideoEncoderProcess:
         self._reader.join(timeout)
         for clip in list(self._rings):
             self._release(clip)
+        self._close_wake_fd()
+
+    def _close_wake_fd(self) -> None:
+        if self._wake_fd >= 0:
+            os.close(self._wake_fd)
+            self._wake_fd = -1
 
     def _send(self, message: tuple[Any, ...], fds: tuple[int, ...] = ()) -> None:
         if self.forked:
@@ -946,6 +967,7 @@ class VideoEncoderProcess:
         self.forked = True
         if self._finalizer.detach() is not None:  # still open (a closed one's number may be reused)
             self._commands.close()
+        self._close_wake_fd()
         for fd in self._result_fd:  # its owner (the parent's reader thread) is not in this process
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, fd, inheritable=False)
