@@ -51,6 +51,23 @@ def test_auto_steps_down_while_frames_arrive_faster_than_it_encodes():
     assert all(governor.encoded(1, 0.0055, 2.0 + 0.0055 * f, waited=True) is None for f in range(2 * WINDOW))
 
 
+def test_a_caller_that_keeps_waiting_moves_two_steps_and_a_key_frame_wait_does_not_count():
+    governor = SpeedGovernor(cores=2, warn=lambda text: None)
+    setting = governor.open(0, VideoOptions(format="mp4"), 960, 1280)
+    assert setting.preset == "veryfast"
+    changes = []
+    for frame in range(WINDOW):  # 40 ms per frame, the caller waits from the third on: far behind
+        changes.append(governor.encoded(0, 0.040, 0.040 * (frame + 1), waited=frame >= 2))
+        if changes[-1] is not None:
+            break
+    # veryfast -> ultrafast, at the third frame the caller waited for, not at the window's end
+    assert changes == [None] * 4 + [(0, EncoderSetting("ultrafast", setting.threads))]
+    governor.switched(*changes[-1], applied=True)
+    # The change's key frame makes the caller wait for the next frames: not a reason for more threads.
+    later = [governor.encoded(0, 0.030 if f < 2 else 0.010, 1.0 + 0.020 * f, waited=f < 2) for f in range(WINDOW)]
+    assert later == [None] * WINDOW
+
+
 def test_auto_keeps_its_setting_when_it_keeps_up_and_the_next_clip_tries_better():
     vp9 = {"6": 0.015, "7": 0.012, "8": 0.007}  # s per frame
     two_cores = SpeedGovernor(cores=2, warn=lambda text: None)

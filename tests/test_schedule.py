@@ -24,6 +24,7 @@ def test_snippets_span_resets_and_hold_video_length_plus_one_frames() -> None:
         schedule.advance()
         schedule.check_step_trigger()
         if schedule.take() is not None:
+            assert schedule.take().max_frames == 4  # what the adapter tells the encoder's queue
             schedule.frame_added()
         if step == 2:
             schedule.episode_ended()
@@ -38,6 +39,7 @@ def test_whole_episodes_per_env_with_their_own_counters() -> None:
     schedule.episode_ended(3)
     assert schedule.episode_started(3).episode_id == 1  # env 3's episode 1; env 0 still in episode 0
     assert schedule.take(0) is None and schedule.episode_ids == {0: 0, 3: 1}
+    assert schedule.take(3).max_frames is None  # whole episodes: no length known in advance
     schedule.frame_added(3)
     schedule.episode_ended(3)
     assert events == [("start", 3, "episode", 1, -1, 0), ("stop", 3, "episode", 1, -1, 1)]

@@ -338,6 +338,61 @@ def test_ctrl_c_in_the_terminal_reaches_the_users_finally_and_every_file_is_comp
         assert all(psnr(got, pattern(t, 96, 128)) > 30 for got, t in zip(decoded, ts)), name
 
 
+@pytest.mark.parametrize("preset", ["auto", "ultrafast"])  # (an explicit veryfast keeps its own 10-frame lookahead)
+def test_every_frame_is_encoded_by_its_own_write_so_ending_a_clip_encodes_nothing_more(tmp_path, preset):
+    samples = []
+    encoder = VideoFileEncoder(str(tmp_path / "now.mp4"), 48, 64, VideoOptions(preset=preset), on_sample=samples.append)
+    for t in range(10):
+        encoder.write(pattern(t, 48, 64))
+        assert len(samples) == t + 1  # x264 held each frame until the next one without force-cfr
+    encoder.close()
+    assert len(samples) == 10 and len(decode(tmp_path / "now.mp4")[0]) == 10
+
+
+def test_a_clip_starts_with_the_last_clips_cost_per_frame_of_its_size(tmp_path):
+    from episode_recorder.sinks.video import VideoEncoderProcess
+
+    encoder = VideoEncoderProcess(queue_frames=16)
+    try:
+        first = encoder.open(str(tmp_path / "a.mp4"), 48, 64, VideoOptions())
+        assert int(encoder._rings[first].encode_us[0]) == 0  # nothing measured at 48x64 yet
+        for t in range(8):
+            encoder.write(first, pattern(t, 48, 64))
+        encoder.close(first)
+        encoder.wait({first})
+        second = encoder.open(str(tmp_path / "b.mp4"), 48, 64, VideoOptions())
+        assert int(encoder._rings[second].encode_us[0]) > 0  # the first clip's cost per frame
+        assert encoder._room(encoder._rings[second]) > 3  # a 48x64 frame costs well under 10 ms
+        other = encoder.open(str(tmp_path / "c.mp4"), 32, 32, VideoOptions())
+        assert int(encoder._rings[other].encode_us[0]) == 0  # another size: its own cost
+        encoder.abort(other)
+        encoder.abort(second)
+        encoder.wait({second, other})
+    finally:
+        encoder.shutdown()
+
+
+def test_the_queue_drains_over_the_last_frames_of_a_clip_of_known_length(tmp_path):
+    recorder = Recorder(tmp_path, VideoOptions(format="mp4"), queue_frames=16)
+    warm_up = recorder.start("warm-up")  # measures the cost of a 48x64 frame: far more than 4 may queue
+    for t in range(8):
+        warm_up.add(pattern(t, 48, 64))
+    warm_up.stop(wait=True)
+    for max_frames, queued_before_waiting in ((None, 4), (4, 2)):
+        segment = recorder.start(f"known-{max_frames}", max_frames=max_frames)
+        with encoder_stopped(recorder):
+            adding = threading.Thread(target=lambda: [segment.add(pattern(t, 48, 64)) for t in range(4)])
+            adding.start()
+            wait_for(lambda: segment.frames >= queued_before_waiting, "frames to be queued")
+            adding.join(0.2)
+            # 4 frames left: 4 may be queued, then 3, 2, 1; the encoder is frozen, so the third waits
+            assert segment.frames == queued_before_waiting and adding.is_alive() == (max_frames is not None)
+        adding.join(60)
+        (clip,) = segment.stop(wait=True)
+        assert clip.frames == 4 and len(decode(clip.path)[0]) == 4
+    recorder.close()
+
+
 def test_the_ring_reuses_its_lowest_free_slot_so_a_short_queue_touches_few_slots():
     from episode_recorder.sinks.video import _Ring
 

@@ -152,12 +152,17 @@ class Recorder:
         env_index: int | None = None,
         start_step: int = 0,
         fps: float | None = None,
+        max_frames: int | None = None,
     ) -> Segment:
-        """Begin a segment whose files are ``{name}.{format}`` (``{name}_key_{camera}.{format}``)."""
+        """Begin a segment whose files are ``{name}.{format}`` (``{name}_key_{camera}.{format}``).
+
+        ``max_frames``: the most frames it will hold, when known (a snippet's length): the encoder's
+        queue drains over its last frames, so that the call ending it waits for its last frame only.
+        """
         if self._closed:
             raise RuntimeError("This recorder is closed; create a new one to record more.")
         self.poll()
-        segment = Segment(self, name, episode_id, env_index, start_step, fps or self.options.fps)
+        segment = Segment(self, name, episode_id, env_index, start_step, fps or self.options.fps, max_frames)
         self._segments.append(segment)
         return segment
 
@@ -375,9 +380,17 @@ class Segment:
     """One recorded stretch of one env: one clip per camera, streamed to the encoder."""
 
     def __init__(
-        self, recorder: Recorder, name: str, episode_id: int | None, env_index: int | None, start_step: int, fps: float
+        self,
+        recorder: Recorder,
+        name: str,
+        episode_id: int | None,
+        env_index: int | None,
+        start_step: int,
+        fps: float,
+        max_frames: int | None = None,
     ) -> None:
         self.recorder = recorder
+        self.max_frames = max_frames
         self.name = name
         self.episode_id = episode_id
         self.env_index = env_index
@@ -421,6 +434,7 @@ class Segment:
             log_recording_start(
                 self.recorder.rerun.stream, self.timelines, step, self.name, self.episode_id, self.env_index
             )
+        frames_left = None if self.max_frames is None else self.max_frames - self.frames  # this one included
         for camera, rgb in converted.items():
             if camera not in self.clips:
                 self._clip_ids[camera], self.clips[camera] = self.recorder._open(self, camera, *rgb.shape[:2])
@@ -428,7 +442,7 @@ class Segment:
             if clip.status == "failed":
                 continue  # its error was raised already
             clip_id = self._clip_ids[camera]
-            if self.recorder._encoder.write(clip_id, rgb):
+            if self.recorder._encoder.write(clip_id, rgb, frames_left=frames_left):
                 clip.frames += 1
                 if clip_id in self.recorder._tracks:
                     self.recorder._tracks[clip_id].frame(step)

@@ -324,7 +324,11 @@ class LogRerun(gym.Wrapper, gym.utils.RecordConstructorArgs):
         )
         if self._recorder is not None:
             self._video = self._recorder.start(
-                take.name, episode_id=take.episode_id, start_step=self.step_id + 1, fps=1.0 / self.step_duration
+                take.name,
+                episode_id=take.episode_id,
+                start_step=self.step_id + 1,
+                fps=1.0 / self.step_duration,
+                max_frames=take.max_frames,
             )
 
     def _close_take(self, take: Take) -> None:

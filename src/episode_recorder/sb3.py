@@ -239,7 +239,9 @@ class VecVideoRecorder(VecEnvWrapper):
         name = f"{self.name_prefix}-step-{take.step_id}-to-step-{take.step_id + self.video_length}"
         self.video_name = f"{name}.{self.video_options.extension}"
         self.video_path = os.path.join(self.video_folder, self.video_name)
-        take.segment = self.recorder.start(name, start_step=take.step_id, fps=self.frames_per_sec or 30)
+        take.segment = self.recorder.start(
+            name, start_step=take.step_id, fps=self.frames_per_sec or 30, max_frames=take.max_frames
+        )
 
     def _capture_tiled(self) -> None:
         frame = self.env.render()
@@ -260,6 +262,7 @@ class VecVideoRecorder(VecEnvWrapper):
             env_index=take.env,
             start_step=take.step_id,
             fps=self.frames_per_sec or 30,
+            max_frames=take.max_frames,
         )
 
     def _start_env_episode(self, index: int) -> None:

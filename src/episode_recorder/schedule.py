@@ -50,6 +50,7 @@ class Take:
     name: str | None = None  # given for manual takes; adapters name the others
     frames: int = 0
     segment: Any = None  # what the adapter records into (a Segment, a Rerun timeline, ...)
+    max_frames: int | None = None  # video_length + 1: the most frames it can hold (None: whole episodes)
 
 
 class Schedule:
@@ -152,6 +153,7 @@ class Schedule:
         if self.takes[env] is not None:
             self.stop(env)
         take = Take(env, kind, self.episode_ids[env], self.step_id, name)
+        take.max_frames = None if self.video_length == math.inf else int(self.video_length) + 1
         self.on_start(take)  # registered only once the adapter has opened it
         self.takes[env] = take
         return take

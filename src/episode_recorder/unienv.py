@@ -279,6 +279,7 @@ class EpisodeVideoWrapper(EpisodeRenderStackWrapper):
             env_index=self.rendered_index,
             start_step=self.video_episode_start_step,
             fps=self.fps or self.env.render_fps or 30,
+            max_frames=take.max_frames,
         )
 
     def _close_take(self, take: Take) -> None:

@@ -258,7 +258,11 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         take.name = self._video_name = video_name(self.name_prefix, take)
         start_step = take.step_id if take.kind == "step" else take.step_id + 1
         take.segment = self.recorder.start(
-            take.name, episode_id=take.episode_id, start_step=start_step, fps=self.frames_per_sec or 30
+            take.name,
+            episode_id=take.episode_id,
+            start_step=start_step,
+            fps=self.frames_per_sec or 30,
+            max_frames=take.max_frames,
         )
 
     def _close_take(self, take: Take) -> None:

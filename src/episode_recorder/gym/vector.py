@@ -281,7 +281,11 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
     def _open_take(self, take: Take) -> None:
         take.name = self._video_name = video_name(self.name_prefix, take)
         take.segment = self.recorder.start(
-            take.name, episode_id=take.episode_id, start_step=take.step_id + 1, fps=self.frames_per_sec or 30
+            take.name,
+            episode_id=take.episode_id,
+            start_step=take.step_id + 1,
+            fps=self.frames_per_sec or 30,
+            max_frames=take.max_frames,
         )
 
     def _close_take(self, take: Take) -> None:
@@ -384,6 +388,7 @@ class RecordVideo(VectorWrapper, gym.utils.RecordConstructorArgs):
             env_index=take.env,
             start_step=take.step_id,
             fps=self.frames_per_sec or 30,
+            max_frames=take.max_frames,
         )
 
     def _close_env_take(self, take: Take) -> None:

@@ -6,8 +6,11 @@ together) the governor computes the encoder's *busy fraction*: encoding time ove
 the window took. Frames arriving faster than they are encoded keep the encoder busy all the time.
 
 - Busy above ``BUSY_HIGH``, or the caller waited: the adaptive clip that cost the most in the
-  window moves one step down its format's ``AUTO_PRESETS`` (at once, with a key frame, when the
-  codec accepts the change inside the clip, else from its next clip). At the fastest preset, a
+  window moves one step down its format's ``AUTO_PRESETS`` (two when the caller waited for at
+  least half the window's frames; at once, with a key frame, when the codec accepts the change
+  inside the clip, else from its next clip). A caller that waited for ``EARLY_WAITS`` frames
+  does not wait for the window to end (a first clip of big frames at "veryfast" made every step
+  wait for 12 frames). At the fastest preset, a
   caller that still waits for at least half the window's frames gets more encoder threads
   (unless ``threads`` was given): it is blocked anyway, so the cores are free.
 - A clip starts where the last clip of the same format and size ended; one step better when the
@@ -23,7 +26,7 @@ Every change is logged as a WARNING on the ``episode_recorder`` logger.
     >>> governor.open(0, VideoOptions(format="mp4", threads=1), 480, 640)
     EncoderSetting(preset='veryfast', threads=1)
     >>> for frame in range(1, 13):  # 7 ms to encode a frame, a frame every 5 ms: always busy
-    ...     change = governor.encoded(0, cost=0.007, now=0.007 * frame, waited=frame > 8)
+    ...     change = governor.encoded(0, cost=0.007, now=0.007 * frame, waited=False)
     >>> change
     (0, EncoderSetting(preset='superfast', threads=1))
 """
@@ -40,6 +43,7 @@ WINDOW = 12  # frames per measurement
 BUSY_HIGH = 0.85  # above this the encoder is about to fall behind: go faster
 BUSY_LOW = 0.6  # a better setting is tried when it is predicted to stay below this
 SKIP_AFTER_CHANGE = 2  # frames not measured after a change (codec start-up, key frame)
+EARLY_WAITS = 3  # a caller that waited for this many frames of a window: a faster preset at once
 # Cost per frame relative to the start setting, measured with 1 thread at 480x640 (bench_encoder.py).
 RELATIVE_COST = {
     "mp4": {"veryfast": 1.0, "superfast": 0.65, "ultrafast": 0.5},
@@ -101,7 +105,7 @@ class SpeedGovernor:
             self._window_start = now - cost
         self._window_busy += cost
         self._window_frames += 1
-        self._window_waits += waited
+        self._window_waits += waited and not state.skip  # a change's key frame makes the caller wait once
         if state.skip:
             state.skip -= 1
         elif state.options.adaptive:
@@ -109,10 +113,11 @@ class SpeedGovernor:
             history = self._history.setdefault(state.key, _History(state.setting, None))
             previous = history.cost.get(state.setting)
             history.cost[state.setting] = cost if previous is None else 0.8 * previous + 0.2 * cost
-        if self._window_frames < WINDOW:
+        early = self._window_waits >= EARLY_WAITS and self._has_faster_preset(state)
+        if self._window_frames < WINDOW and not early:
             return None
         busy = self._window_busy / max(now - self._window_start, 1e-9)
-        waits = self._window_waits
+        waits, frames = self._window_waits, self._window_frames
         waited = waits > 0
         for each in self._clips.values():
             each.busy = busy
@@ -123,7 +128,7 @@ class SpeedGovernor:
         if busy <= BUSY_HIGH and not waited:
             return None
         target = self._clips[heaviest]
-        faster = self._faster(target, waits)
+        faster = self._faster(target, waits, frames)
         if faster is None:
             return None
         self.warn(
@@ -151,13 +156,17 @@ class SpeedGovernor:
             history = self._history.setdefault(state.key, _History(state.setting, state.busy))
             history.setting, history.busy = state.setting, state.busy
 
-    def _faster(self, state: _ClipState, waits: int) -> EncoderSetting | None:
+    def _has_faster_preset(self, state: _ClipState) -> bool:
+        ladder = AUTO_PRESETS[state.options.format]
+        return state.options.adaptive and not state.frozen and state.setting.preset != ladder[-1]
+
+    def _faster(self, state: _ClipState, waits: int, frames: int) -> EncoderSetting | None:
         if not state.options.adaptive or state.frozen:
             return None
         ladder = AUTO_PRESETS[state.options.format]
         index = ladder.index(state.setting.preset)
-        if index + 1 < len(ladder):
-            return EncoderSetting(ladder[index + 1], state.setting.threads)
+        if index + 1 < len(ladder):  # two steps for a caller that waited for half the frames: far behind
+            return EncoderSetting(ladder[min(len(ladder) - 1, index + 1 + (2 * waits >= frames))], state.setting.threads)
         more_threads = state.options.threads is None and state.options.format != "gif"  # explicit threads stay
         # Threads only for a caller that keeps waiting: a stall of the machine makes it wait once,
         # and a second thread would then take the step loop's core for the rest of the run.

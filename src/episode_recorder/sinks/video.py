@@ -138,7 +138,9 @@ AUTO_PRESETS = {
     "gif": ("octree",),  # measured: other palettes cost as much (GIF's LZW is half the cost) or look worse
 }
 AUTO_START = {"mp4": "veryfast", "webm": "8", "gif": "octree"}  # the first clip's setting
-_X264_AUTO_HEADERS = "bframes=0:rc-lookahead=0:ref=1:weightp=1:8x8dct=1:cabac=1:stitchable=1"
+_X264_AUTO_HEADERS = "bframes=0:rc-lookahead=0:ref=1:weightp=1:8x8dct=1:cabac=1:stitchable=1:force-cfr=1"
+# force-cfr: our frames come at a constant rate; without it x264 holds every frame until the next
+# one arrives (to learn its duration), so ending a clip encoded two frames instead of one.
 
 
 def partial_path(path: str) -> str:
@@ -605,7 +607,7 @@ def _crf(options: VideoOptions) -> int:
 def _configure(context: Any, options: VideoOptions, setting: EncoderSetting) -> None:
     """Codec options, rate control and threads of an H.264 / VP9 codec context (before it opens)."""
     if options.format == "mp4":
-        headers = _X264_AUTO_HEADERS if options.adaptive else "bframes=0"
+        headers = _X264_AUTO_HEADERS if options.adaptive else "bframes=0:force-cfr=1"
         settings = {"preset": setting.preset, "x264-params": headers}
         if options.samples:  # streamed samples: in frame order, decodable from a keyframe every 2 s
             from episode_recorder.sinks.h264 import streaming_codec_options
@@ -760,6 +762,7 @@ class VideoEncoderProcess:
         self.queue_frames = queue_frames
         self.when_full = when_full
         self._rings: dict[int, _Ring] = {}
+        self._cost_us: dict[tuple[int, int], int] = {}  # (height, width) -> the last clip's cost per frame
         self._next_clip = 0
         self._results: collections.deque[tuple[Any, ...]] = collections.deque()
         self._arrived = threading.Condition()
@@ -828,6 +831,7 @@ class VideoEncoderProcess:
                 os.close(lock_fd)
                 os.remove(temp_path_of(path))
             raise
+        ring.encode_us[0] = self._cost_us.get((height, width), 0)  # until the encoder measures this clip
         self._rings[clip] = ring
         try:
             self._send(("open", clip, ring.slots, height, width, path, asdict(options)), fds=(ring.fd, *fds))
@@ -837,13 +841,21 @@ class VideoEncoderProcess:
                 os.close(fd)
         return clip
 
-    def write(self, clip: int, rgb: np.ndarray) -> bool:
-        """Copy ``rgb`` into the clip's ring and queue it; False if dropped because the ring was full."""
+    def write(self, clip: int, rgb: np.ndarray, frames_left: int | None = None) -> bool:
+        """Copy ``rgb`` into the clip's ring and queue it; False if dropped because the ring was full.
+
+        ``frames_left``: the clip ends after this many frames (this one included), when known: with
+        "wait" no more frames than that are queued, so the queue drains over the clip's last frames
+        and the call ending it waits for its last frame only.
+        """
         ring = self._rings[clip]
         if rgb.shape != ring.frames.shape[1:]:
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of shape {ring.frames.shape[1:]}.")
+        room = self._room(ring)
+        if frames_left is not None and self.when_full == "wait":
+            room = min(room, max(1, frames_left))
         waited = False
-        while ring.written - int(ring.taken[0]) >= self._room(ring):
+        while ring.written - int(ring.taken[0]) >= room:
             if self.when_full == "drop":
                 return False
             waited = True
@@ -868,10 +880,12 @@ class VideoEncoderProcess:
     def _room(self, ring: _Ring) -> int:
         """Frames that may be queued: all slots, but with "wait" no more than the encoder finishes
         in ``QUEUED_WORK_SECONDS``, so that the call ending a clip never waits for a long backlog."""
-        cost_us = int(ring.encode_us[0])
-        if self.when_full == "drop" or cost_us <= 0:
+        if self.when_full == "drop":
             return ring.slots
-        return min(ring.slots, max(2, int(QUEUED_WORK_SECONDS * 1e6) // cost_us))
+        cost_us = int(ring.encode_us[0])
+        if cost_us <= 0:  # nothing measured at this size yet (the codec's start-up frames are not a measure)
+            return ring.slots
+        return min(ring.slots, max(3, int(QUEUED_WORK_SECONDS * 1e6) // cost_us))
 
     def close(self, clip: int) -> None:
         """Finish the clip; its ``saved`` result arrives once the file is under its final name."""
@@ -986,6 +1000,8 @@ class VideoEncoderProcess:
     def _release(self, clip: int) -> None:
         ring = self._rings.pop(clip, None)
         if ring is not None:
+            if int(ring.encode_us[0]) > 0:
+                self._cost_us[ring.frames.shape[1:3]] = int(ring.encode_us[0])
             ring.release()
 
 
