@@ -7,10 +7,17 @@ import logging
 import av
 import numpy as np
 import pytest
-from support import decode, pattern, psnr, record_clip
+from support import decode, pattern, psnr, record_clip, x264_settings
 
 from episode_recorder.sinks.speed import WINDOW, SpeedGovernor
-from episode_recorder.sinks.video import AUTO_PRESETS, EncoderSetting, VideoFileEncoder, VideoOptions, initial_setting
+from episode_recorder.sinks.video import (
+    AUTO_PRESETS,
+    ULTRAFAST_CAVLC,
+    EncoderSetting,
+    VideoFileEncoder,
+    VideoOptions,
+    initial_setting,
+)
 
 
 def drive(governor: SpeedGovernor, clip: int, setting: EncoderSetting, cost: dict[str, float], interval: float,
@@ -27,7 +34,7 @@ def drive(governor: SpeedGovernor, clip: int, setting: EncoderSetting, cost: dic
     return changes, setting
 
 
-SLOW = {"veryfast": 0.007, "superfast": 0.006, "ultrafast": 0.0055}  # s per frame
+SLOW = {"veryfast": 0.007, "superfast": 0.006, "ultrafast": 0.0055, ULTRAFAST_CAVLC: 0.0052}  # s per frame
 
 
 def test_auto_steps_down_while_frames_arrive_faster_than_it_encodes():
@@ -36,18 +43,18 @@ def test_auto_steps_down_while_frames_arrive_faster_than_it_encodes():
     threads = initial_setting(options).threads  # 1 on 2 cores
     setting = governor.open(0, options, 480, 640)  # 64 cores: from the best quality down
     assert setting == EncoderSetting("veryfast", threads)
-    changes, setting = drive(governor, 0, setting, SLOW, interval=0.005, frames=4 * WINDOW)
-    assert changes == [EncoderSetting("superfast", threads), EncoderSetting("ultrafast", threads)]
+    changes, setting = drive(governor, 0, setting, SLOW, interval=0.005, frames=5 * WINDOW)
+    assert changes == [EncoderSetting(p, threads) for p in ("superfast", "ultrafast", ULTRAFAST_CAVLC)]
     # At the fastest preset only a caller that keeps waiting gets more threads: it is blocked anyway.
     # One wait (a stall of the machine) is not enough.
     assert all(governor.encoded(0, 0.0055, 1.0 + 0.0055 * f, waited=f == 3) is None for f in range(WINDOW))
     change = None
     for frame in range(WINDOW):
         change = governor.encoded(0, 0.0055, 2.0 + 0.0055 * frame, waited=frame % 2 == 0) or change
-    assert change == (0, EncoderSetting("ultrafast", 2 * threads))
+    assert change == (0, EncoderSetting(ULTRAFAST_CAVLC, 2 * threads))
     # Threads given explicitly are kept.
     governor.open(1, VideoOptions(format="mp4", preset="auto", threads=1), 96, 128)
-    drive(governor, 1, EncoderSetting("veryfast", 1), SLOW, interval=0.005, frames=3 * WINDOW)
+    drive(governor, 1, EncoderSetting("veryfast", 1), SLOW, interval=0.005, frames=4 * WINDOW)
     assert all(governor.encoded(1, 0.0055, 2.0 + 0.0055 * f, waited=True) is None for f in range(2 * WINDOW))
 
 
@@ -66,6 +73,10 @@ def test_a_caller_that_keeps_waiting_moves_two_steps_and_a_key_frame_wait_does_n
     # The change's key frame makes the caller wait for the next frames: not a reason for more threads.
     later = [governor.encoded(0, 0.030 if f < 2 else 0.010, 1.0 + 0.020 * f, waited=f < 2) for f in range(WINDOW)]
     assert later == [None] * WINDOW
+    governor.open(1, VideoOptions(format="mp4"), 480, 640)  # from superfast: one step, onto ultrafast
+    governor.switched(1, EncoderSetting("superfast", setting.threads), applied=True)
+    jumps = [governor.encoded(1, 0.040, 2.0 + 0.040 * f, waited=f >= 2) for f in range(WINDOW)]
+    assert [j for j in jumps if j][0] == (1, EncoderSetting("ultrafast", setting.threads))
 
 
 def test_auto_keeps_its_setting_when_it_keeps_up_and_the_next_clip_tries_better():
@@ -120,7 +131,8 @@ def test_a_change_the_codec_refuses_inside_a_clip_applies_to_the_next_clip(tmp_p
 
 @pytest.mark.parametrize("fmt", ["mp4", "webm"])
 def test_every_auto_step_switches_inside_one_playable_clip(tmp_path, fmt):
-    steps = [EncoderSetting(preset, 1) for preset in AUTO_PRESETS[fmt]] + [EncoderSetting(AUTO_PRESETS[fmt][-1], 2)]
+    inside = [p for p in AUTO_PRESETS[fmt] if p != ULTRAFAST_CAVLC]  # its own stream headers: see below
+    steps = [EncoderSetting(preset, 1) for preset in inside] + [EncoderSetting(inside[-1], 2)]
     frames = [pattern(t, 96, 128) for t in range(4 * len(steps))]
     path = tmp_path / f"clip.{fmt}"
     encoder = VideoFileEncoder(str(path), 96, 128, VideoOptions(format=fmt), setting=steps[0])
@@ -136,6 +148,23 @@ def test_every_auto_step_switches_inside_one_playable_clip(tmp_path, fmt):
     with av.open(str(path)) as container:
         keyframes = [packet.is_keyframe for packet in container.demux(video=0) if packet.size]
     assert [i for i, key in enumerate(keyframes) if key] == list(range(0, len(frames), 4))
+
+
+def test_the_last_h264_step_starts_with_the_next_clip_and_costs_less(tmp_path):
+    frames = [pattern(t, 96, 128) for t in range(8)]
+    encoder = VideoFileEncoder(str(tmp_path / "a.mp4"), 96, 128, VideoOptions(), setting=EncoderSetting("ultrafast", 1))
+    encoder.write(frames[0])
+    assert not encoder.switch(EncoderSetting(ULTRAFAST_CAVLC, 1))  # CAVLC: other stream headers
+    encoder.close()
+    clip = VideoFileEncoder(str(tmp_path / "b.mp4"), 96, 128, VideoOptions(), setting=EncoderSetting(ULTRAFAST_CAVLC, 1))
+    for frame in frames:
+        clip.write(frame)
+    clip.close()
+    settings = x264_settings(tmp_path / "b.mp4")
+    assert "cabac=0" in settings and "8x8dct=0" in settings and "bframes=0" in settings
+    decoded, pix_fmt, _ = decode(tmp_path / "b.mp4")
+    assert len(decoded) == 8 and pix_fmt == "yuv420p" and min(map(psnr, decoded, frames)) >= 30
+    assert AUTO_PRESETS["mp4"][-1] == ULTRAFAST_CAVLC  # the governor reaches it last, before threads
 
 
 def test_auto_picks_a_faster_preset_when_frames_arrive_faster_than_it_encodes(tmp_path, caplog):

@@ -37,7 +37,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from episode_recorder.sinks.video import AUTO_PRESETS, EncoderSetting, VideoOptions, initial_setting
+from episode_recorder.sinks.video import AUTO_PRESETS, ULTRAFAST_CAVLC, EncoderSetting, VideoOptions, initial_setting
 
 WINDOW = 12  # frames per measurement
 BUSY_HIGH = 0.85  # above this the encoder is about to fall behind: go faster
@@ -46,7 +46,7 @@ SKIP_AFTER_CHANGE = 2  # frames not measured after a change (codec start-up, key
 EARLY_WAITS = 3  # a caller that waited for this many frames of a window: a faster preset at once
 # Cost per frame relative to the start setting, measured with 1 thread at 480x640 (bench_encoder.py).
 RELATIVE_COST = {
-    "mp4": {"veryfast": 1.0, "superfast": 0.65, "ultrafast": 0.5},
+    "mp4": {"veryfast": 1.0, "superfast": 0.65, "ultrafast": 0.5, "ultrafast-cavlc": 0.4},
     "webm": {"6": 1.2, "7": 1.1, "8": 1.0},
     "gif": {"octree": 1.0},
 }
@@ -165,8 +165,11 @@ class SpeedGovernor:
             return None
         ladder = AUTO_PRESETS[state.options.format]
         index = ladder.index(state.setting.preset)
-        if index + 1 < len(ladder):  # two steps for a caller that waited for half the frames: far behind
-            return EncoderSetting(ladder[min(len(ladder) - 1, index + 1 + (2 * waits >= frames))], state.setting.threads)
+        if index + 1 < len(ladder):  # two steps for a caller that waited for half the frames: far behind,
+            step = index + 1  # but not onto a step that only starts with the next clip
+            if 2 * waits >= frames and step + 1 < len(ladder) and ladder[step + 1] != ULTRAFAST_CAVLC:
+                step += 1
+            return EncoderSetting(ladder[step], state.setting.threads)
         more_threads = state.options.threads is None and state.options.format != "gif"  # explicit threads stay
         # Threads only for a caller that keeps waiting: a stall of the machine makes it wait once,
         # and a second thread would then take the step loop's core for the rest of the run.
