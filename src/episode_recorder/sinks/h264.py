@@ -43,7 +43,7 @@ from episode_recorder.sinks.video import (
 
 KEYFRAME_SECONDS = 2.0
 # Frames of lookahead for clips of samples only (x264's MB-tree rate control, P-frames only): it
-# halves their bytes at -1.5 dB (CartPole 0.15 -> 0.10 kB, InvertedPendulum 0.30 -> 0.16 kB per
+# cuts their bytes by a third to a half at -1.5 dB (CartPole 0.15 -> 0.10 kB, InvertedPendulum 0.30 -> 0.16 kB per
 # 480x480 frame, PSNR 49 -> 47.5 dB; same encode time). Samples then arrive that many frames
 # later; a file's clip keeps no lookahead, so that the call ending it waits for one frame only.
 SAMPLE_LOOKAHEAD = 10

@@ -46,7 +46,7 @@ SKIP_AFTER_CHANGE = 2  # frames not measured after a change (codec start-up, key
 EARLY_WAITS = 3  # a caller that waited for this many frames of a window: a faster preset at once
 # Cost per frame relative to the start setting, measured with 1 thread at 480x640 (bench_encoder.py).
 RELATIVE_COST = {
-    "mp4": {"veryfast": 1.0, "superfast": 0.65, "ultrafast": 0.5, "ultrafast-cavlc": 0.4},
+    "mp4": {"veryfast": 1.0, "superfast": 0.65, "ultrafast": 0.5, ULTRAFAST_CAVLC: 0.4},
     "webm": {"6": 1.2, "7": 1.1, "8": 1.0},
     "gif": {"octree": 1.0},
 }

@@ -747,8 +747,8 @@ class VideoEncoderProcess:
 
     ``write`` copies one frame into the ring and returns at once; when the ring is full it waits
     for the encoder (``when_full="wait"``, nothing lost; then at most ``QUEUED_WORK_SECONDS`` of
-    encoding, at the encoder's recent cost per frame, is queued, so that finishing a clip waits
-    little) or skips the frame and returns False (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
+    encoding, at the encoder's recent cost per frame, is queued, and fewer over the last frames of
+    a clip of known length, so that finishing a clip waits little) or skips the frame and returns False (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
     ``("saved", clip, path, frames, encoder_report)``, ``("aborted", clip)``, ``("failed", clip, error)``,
     and for clips opened with ``VideoOptions(samples=True)`` ``("sample", clip, (pts, keyframe, data))``
     for each encoded frame, before the clip's ``saved``. ``path=None`` opens a clip of samples only.
@@ -885,7 +885,8 @@ class VideoEncoderProcess:
 
     def _room(self, ring: _Ring) -> int:
         """Frames that may be queued: all slots, but with "wait" no more than the encoder finishes
-        in ``QUEUED_WORK_SECONDS``, so that the call ending a clip never waits for a long backlog."""
+        in ``QUEUED_WORK_SECONDS`` (at least 3: a stall of the machine is absorbed), so that the call
+        ending a clip never waits for a long backlog."""
         if self.when_full == "drop":
             return ring.slots
         cost_us = int(ring.encode_us[0])
