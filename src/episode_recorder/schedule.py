@@ -48,9 +48,9 @@ class Take:
     episode_id: int  # the env's episode counter when it started
     step_id: int  # the schedule's step counter when it started
     name: str | None = None  # given for manual takes; adapters name the others
+    max_frames: int | None = None  # video_length + 1: the most frames it can hold (None: whole episodes)
     frames: int = 0
     segment: Any = None  # what the adapter records into (a Segment, a Rerun timeline, ...)
-    max_frames: int | None = None  # video_length + 1: the most frames it can hold (None: whole episodes)
 
 
 class Schedule:
@@ -152,8 +152,8 @@ class Schedule:
         """Start a take of ``env`` (stopping its running one first)."""
         if self.takes[env] is not None:
             self.stop(env)
-        take = Take(env, kind, self.episode_ids[env], self.step_id, name)
-        take.max_frames = None if self.video_length == math.inf else int(self.video_length) + 1
+        max_frames = None if self.video_length == math.inf else int(self.video_length) + 1
+        take = Take(env, kind, self.episode_ids[env], self.step_id, name, max_frames=max_frames)
         self.on_start(take)  # registered only once the adapter has opened it
         self.takes[env] = take
         return take

@@ -96,11 +96,8 @@ class H264SampleEncoder:
         context.width, context.height = width + self._pad[1], height + self._pad[0]
         context.pix_fmt = "yuv420p"
         context.framerate, context.time_base = rate, 1 / rate
-        _configure(context, replace(self.options, samples=True), self.setting)
-        if self.options.adaptive:  # no file to finish when the recording ends: a short lookahead pays
-            settings = dict(context.options)
-            settings["x264-params"] = settings["x264-params"].replace("rc-lookahead=0", f"rc-lookahead={SAMPLE_LOOKAHEAD}")
-            context.options = settings
+        # No file to finish when the recording ends: a short lookahead pays.
+        _configure(context, replace(self.options, samples=True), self.setting, lookahead=SAMPLE_LOOKAHEAD)
         self._context = context
 
     def write(self, rgb: np.ndarray) -> None:

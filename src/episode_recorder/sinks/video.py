@@ -142,7 +142,8 @@ AUTO_PRESETS = {
     "gif": ("octree",),  # measured: other palettes cost as much (GIF's LZW is half the cost) or look worse
 }
 AUTO_START = {"mp4": "veryfast", "webm": "8", "gif": "octree"}  # the first clip's setting
-_X264_AUTO_HEADERS = "bframes=0:rc-lookahead=0:ref=1:weightp=1:8x8dct=1:cabac=1:stitchable=1:force-cfr=1"
+_X264_AUTO_HEADERS = "bframes=0:ref=1:weightp=1:8x8dct=1:cabac=1:stitchable=1:force-cfr=1"
+_X264_OWN_ULTRAFAST = "bframes=0:force-cfr=1"
 # force-cfr: our frames come at a constant rate; without it x264 holds every frame until the next
 # one arrives (to learn its duration), so ending a clip encoded two frames instead of one.
 
@@ -608,13 +609,20 @@ def _crf(options: VideoOptions) -> int:
     return options.crf if options.crf is not None else (23 if options.format == "mp4" else 32)
 
 
-def _configure(context: Any, options: VideoOptions, setting: EncoderSetting) -> None:
-    """Codec options, rate control and threads of an H.264 / VP9 codec context (before it opens)."""
+def _configure(context: Any, options: VideoOptions, setting: EncoderSetting, lookahead: int = 0) -> None:
+    """Codec options, rate control and threads of an H.264 / VP9 codec context (before it opens).
+
+    ``lookahead``: frames of x264 lookahead under "auto" (none by default: ending a clip then
+    encodes its last frame only); an explicit preset keeps its own.
+    """
     if options.format == "mp4":
-        headers = _X264_AUTO_HEADERS if options.adaptive else "bframes=0:force-cfr=1"
-        settings = {"preset": setting.preset, "x264-params": headers}
-        if setting.preset == ULTRAFAST_CAVLC:
-            settings = {"preset": "ultrafast", "x264-params": "bframes=0:rc-lookahead=0:force-cfr=1"}
+        if setting.preset == ULTRAFAST_CAVLC:  # x264's own ultrafast: its own stream headers
+            preset, params = "ultrafast", f"{_X264_OWN_ULTRAFAST}:rc-lookahead={lookahead}"
+        elif options.adaptive:
+            preset, params = setting.preset, f"{_X264_AUTO_HEADERS}:rc-lookahead={lookahead}"
+        else:
+            preset, params = setting.preset, "bframes=0:force-cfr=1"
+        settings = {"preset": preset, "x264-params": params}
         if options.samples:  # streamed samples: in frame order, decodable from a keyframe every 2 s
             from episode_recorder.sinks.h264 import streaming_codec_options
 
@@ -857,9 +865,7 @@ class VideoEncoderProcess:
         ring = self._rings[clip]
         if rgb.shape != ring.frames.shape[1:]:
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of shape {ring.frames.shape[1:]}.")
-        room = self._room(ring)
-        if frames_left is not None and self.when_full == "wait":
-            room = min(room, max(1, frames_left))
+        room = self._room(ring, frames_left)
         waited = False
         while ring.written - int(ring.taken[0]) >= room:
             if self.when_full == "drop":
@@ -883,16 +889,17 @@ class VideoEncoderProcess:
         except BlockingIOError:
             pass
 
-    def _room(self, ring: _Ring) -> int:
+    def _room(self, ring: _Ring, frames_left: int | None = None) -> int:
         """Frames that may be queued: all slots, but with "wait" no more than the encoder finishes
-        in ``QUEUED_WORK_SECONDS`` (at least 3: a stall of the machine is absorbed), so that the call
-        ending a clip never waits for a long backlog."""
+        in ``QUEUED_WORK_SECONDS`` (at least 3: a stall of the machine is absorbed) and no more than
+        the clip's ``frames_left``, so that the call ending a clip never waits for a long backlog."""
         if self.when_full == "drop":
             return ring.slots
         cost_us = int(ring.encode_us[0])
-        if cost_us <= 0:  # nothing measured at this size yet (the codec's start-up frames are not a measure)
-            return ring.slots
-        return min(ring.slots, max(3, int(QUEUED_WORK_SECONDS * 1e6) // cost_us))
+        room = ring.slots  # nothing measured at this size yet (the codec's start-up frames are not a measure)
+        if cost_us > 0:
+            room = min(room, max(3, int(QUEUED_WORK_SECONDS * 1e6) // cost_us))
+        return room if frames_left is None else min(room, max(1, frames_left))
 
     def close(self, clip: int) -> None:
         """Finish the clip; its ``saved`` result arrives once the file is under its final name."""
