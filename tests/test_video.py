@@ -45,6 +45,27 @@ def test_every_frame_is_in_the_file_with_its_content(tmp_path, fmt):
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
 
 
+def test_the_encoder_reads_a_frame_in_place_and_takes_views_and_reused_buffers(tmp_path):
+    # VideoFileEncoder converts straight from the caller's memory (no copy): a strided view must
+    # still be read right, and a buffer refilled after write() returns must not change that frame.
+    frames = [pattern(t, 64, 96) for t in range(12)]
+    encoder = VideoFileEncoder(str(tmp_path / "views.mp4"), 64, 96, VideoOptions(format="mp4"))
+    buffer = np.empty((64, 96, 3), np.uint8)
+    wide = np.zeros((64, 2 * 96, 3), np.uint8)
+    for t, frame in enumerate(frames):
+        if t % 2:
+            wide[:, ::2] = frame
+            encoder.write(wide[:, ::2])  # not contiguous
+        else:
+            np.copyto(buffer, frame)
+            encoder.write(buffer)
+            buffer[:] = 255 - buffer  # the caller reuses its buffer at once
+    decoded, _, _ = decode(Path(encoder.close()))
+    assert len(decoded) == len(frames)
+    for index, (got, want) in enumerate(zip(decoded, frames)):
+        assert psnr(got, want) > MIN_PSNR["mp4"], f"frame {index}"
+
+
 def test_gif_loops_forever(tmp_path):
     path = record(tmp_path, [pattern(t, 20, 30) for t in range(5)], format="gif", fps=10)
     with Image.open(path) as image:
