@@ -129,6 +129,14 @@ def encode_costs(content: Content, frames: int = 40) -> list[dict[str, Any]]:
     return rows
 
 
+def encode_cost_line(kind: str = "smooth") -> str:
+    """This machine's H.264 cost per 480x640 frame at each "auto" step, in one line: printed with
+    every table of the other benchmarks, so that figures from two machines compare."""
+    rows = [r for r in encode_costs(Content(kind)) if r["setting"].startswith("mp4") and "before" not in r["setting"]]
+    return f"Encode cost, 480x640 {kind} content, 1 thread: " + ", ".join(
+        f"{r['setting'].split()[1]} {r['ms_per_frame']:.1f}" for r in rows) + " ms per frame"
+
+
 def _encode_before(path: str, source: list[np.ndarray], height: int, width: int) -> tuple[float, float]:
     import av
 

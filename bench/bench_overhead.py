@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench_encoder import Content, make_gym_env  # bench/ is this script's folder, so on sys.path
+from bench_encoder import Content, encode_cost_line, make_gym_env  # bench/ is this script's folder, so on sys.path
 
 
 def steal_seconds() -> float:
@@ -92,6 +92,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(run(args.child, args.content, args.busy_ms)))
         return
+    print(encode_cost_line(args.content), flush=True)
     runs: dict[str, list[dict[str, Any]]] = {"none": [], "ours": []}
     for _ in range(args.repeats):
         for variant in runs:

@@ -168,6 +168,9 @@ def main() -> None:
         print(json.dumps(run_variant(args.envs[0], args.child, args.steps)))
         return
     variants = ["bare", *[v for v in args.variants if v != "bare"]]
+    from bench_encoder import encode_cost_line  # bench/ is this script's folder, so on sys.path
+
+    print(encode_cost_line())
     print(f"{args.steps} steps at {SIZE}x{SIZE}, median of {args.repeats} interleaved runs, each in its own process\n")
     print(
         "| env | variant | loop wall s | training-thread CPU ms / frame | env CPU ms / frame | close s "

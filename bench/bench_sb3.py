@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import numpy as np
-from bench_encoder import Content, busy, encode_costs  # bench/ is this script's folder, so on sys.path
+from bench_encoder import busy, encode_cost_line  # bench/ is this script's folder, so on sys.path
 
 VARIANTS = ("none", "ours", "ours_env0", "sb3")
 N_ENVS, HEIGHT, WIDTH, EPISODE_STEPS = 4, 480, 640, 200
@@ -85,13 +85,6 @@ def wrap(variant: str, venv: Any, folder: str, options: dict[str, Any]) -> Any:
     if variant == "ours":
         return VecVideoRecorder(venv, folder, trigger, video_length=200, **options)
     return VecVideoRecorder(venv, folder, trigger, env_indices=[0], **options)
-
-
-def encode_cost_line() -> str:
-    """This machine's H.264 encode cost per 480x640 frame (bench_encoder.py's measurement), for comparing machines."""
-    rows = [r for r in encode_costs(Content("smooth")) if r["setting"].startswith("mp4") and "before" not in r["setting"]]
-    return "Encode cost, 480x640 smooth content, 1 thread: " + ", ".join(
-        f"{r['setting'].split()[1]} {r['ms_per_frame']:.1f}" for r in rows) + " ms per frame"
 
 
 class MemorySampler(threading.Thread):
