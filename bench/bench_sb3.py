@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import numpy as np
-from bench_encoder import busy, encode_cost_line  # bench/ is this script's folder, so on sys.path
+from bench_encoder import MEMORY_SAMPLE_SECONDS, busy, encode_cost_line  # bench/ is this script's folder, so on sys.path
 
 VARIANTS = ("none", "ours", "ours_env0", "sb3")
 N_ENVS, HEIGHT, WIDTH, EPISODE_STEPS = 4, 480, 640, 200
@@ -102,7 +102,7 @@ class MemorySampler(threading.Thread):
     def run(self) -> None:
         import psutil
 
-        while not self.stopped.wait(0.05):
+        while not self.stopped.wait(MEMORY_SAMPLE_SECONDS):
             total = self.process.memory_full_info().pss
             for child in self.process.children(recursive=True):
                 try:
