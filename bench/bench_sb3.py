@@ -88,7 +88,7 @@ def wrap(variant: str, venv: Any, folder: str, options: dict[str, Any]) -> Any:
 
 
 class MemorySampler(threading.Thread):
-    """Peak PSS of this process plus all its descendants (encoder process, moviepy's ffmpeg), every 50 ms:
+    """Peak PSS of this process plus all its descendants (encoder process, moviepy's ffmpeg), every MEMORY_SAMPLE_SECONDS:
     memory shared between them (the encoder's frame ring) is counted once."""
 
     def __init__(self) -> None:
