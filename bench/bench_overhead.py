@@ -3,7 +3,8 @@ its ``write()`` calls take, waiting for the encoder, and time the machine took f
 
 The synthetic env of ``bench_encoder.py`` (480x640, ``--busy-ms`` of pure-Python CPU per step,
 3 x 300 steps), ``none`` (render only) and ``ours`` (``episode_recorder.gym.RecordVideo``, or
-with ``--wrapper unienv`` ``episode_recorder.unienv.EpisodeVideoWrapper`` on its UniEnv env) interleaved ``--repeats`` times, each run in its own process. Per run: wall and loop CPU
+with ``--wrapper unienv`` ``episode_recorder.unienv.EpisodeVideoWrapper`` on its UniEnv env)
+interleaved ``--repeats`` times, each run in its own process. Per run: wall and loop CPU
 (``time.thread_time``); inside ``VideoEncoderProcess.write`` its wall and CPU time and the time
 it slept waiting for a free slot; "lost" = steps' wall minus their CPU outside those sleeps
 (preempted, or the VM's vCPU descheduled); the machine's steal time over the run (``/proc/stat``,
@@ -26,7 +27,8 @@ import time
 from typing import Any
 
 import numpy as np
-from bench_encoder import Content, encode_cost_line, make_gym_env, make_unienv_env  # bench/ is this script's folder, so on sys.path
+# bench/ is this script's folder, so on sys.path
+from bench_encoder import Content, encode_cost_line, make_gym_env, make_unienv_env
 
 
 def steal_seconds() -> float:
@@ -110,7 +112,8 @@ def main() -> None:
                        "--busy-ms", str(args.busy_ms), "--wrapper", args.wrapper]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             runs[variant].append(json.loads(output.strip().splitlines()[-1]))
-    print(f"{args.wrapper} wrapper, {args.content} content, {args.busy_ms} ms CPU per step, 3 x 300 steps, median of {args.repeats} "
+    print(f"{args.wrapper} wrapper, {args.content} content, {args.busy_ms} ms CPU per step, 3 x 300 steps, "
+          f"median of {args.repeats} "
           f"(load {os.getloadavg()[0]:.1f}); seconds per run, 903 frames\n")
     columns = ["wall_s", "loop_cpu_s", "write_s", "write_cpu_s", "slept_s", "lost_s", "steal_s"]
     print("| variant | overhead | " + " | ".join(columns) + " |")
