@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -107,6 +109,19 @@ def test_env_indices_subproc_vec_env_step_trigger_arms_next_episode(tmp_path) ->
 def test_bad_env_indices() -> None:
     with pytest.raises(ValueError, match="num_envs=2, received \\[0, 2\\]"):
         VecVideoRecorder(DummyVecEnv(env_fns(2)), "unused", lambda step: False, env_indices=[0, 2])
+
+
+def test_a_wrong_keyword_is_a_type_error_and_nothing_else(tmp_path) -> None:
+    """__del__ after an __init__ that never ran must not recurse through VecEnvWrapper.__getattr__."""
+    unraisable: list = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with pytest.raises(TypeError, match="threads"):
+            VecVideoRecorder(DummyVecEnv(env_fns(1)), str(tmp_path), lambda step: False, threads=2)
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert [u.exc_type for u in unraisable] == []
 
 
 def test_make_vec_env_with_gym_record_video_writes_every_episode(tmp_path) -> None:

@@ -231,7 +231,8 @@ class VecVideoRecorder(VecEnvWrapper):
 
     def __del__(self) -> None:
         """Warn the user in case the last video wasn't saved."""
-        if getattr(self, "schedule", None) is not None and len(self.recorded_frames) > 0:
+        # __dict__, not getattr: after a failed __init__, VecEnvWrapper.__getattr__ would recurse.
+        if self.__dict__.get("schedule") is not None and len(self.recorded_frames) > 0:
             logger.warn("Unable to save last video! Did you call close()?")
 
     # --- SB3's tiled snippets -------------------------------------------------------------
