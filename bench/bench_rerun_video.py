@@ -6,13 +6,16 @@ recording of every frame of ``--steps`` steps (resets included). Variants, each 
 process, interleaved over ``--repeats``:
 
 - ``bare``: the env's step + ``render()`` every step, nothing recorded (the common cost);
+- ``noframes``: ``LogRerun(log_frames=False)`` and ``render()`` every step like ``bare``: a MuJoCo
+  env's 3D scene and scalars, which the next two log as well (CartPole has no scene: no such variant);
 - ``jpeg`` / ``video``: ``LogRerun(log_frames=True, frames=...)`` to an ``.rrd``;
 - ``file`` / ``file+rerun``: ``episode_recorder.gym.RecordVideo`` (mp4), without / with
   ``rerun=path`` (the same encoded samples go to Rerun).
 
 Training-thread cost per frame = CPU time of the training thread inside the recording wrapper
 (``time.thread_time`` of the loop minus that spent in the env's ``step`` / ``reset`` / ``render``,
-timed by a wrapper under it), minus the same for ``bare``, per frame. The env's own CPU time per
+timed by a wrapper under it), minus the same for ``bare``, per frame; the frames' own cost is that minus ``noframes``'s (what both frame paths log besides
+the frames: the scalars, and a MuJoCo env's 3D scene every step). The env's own CPU time per
 frame is shown beside ``bare``'s: with the encoder process busy on the other core the env itself
 runs slower (the two cores share caches and memory; on this VM a render-bound CartPole step
 took +0.2-0.8 ms), which is a cost of the encoder process, not of the training thread's work.
@@ -41,7 +44,7 @@ from typing import Any
 import gymnasium as gym
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = ("bare", "jpeg", "video", "file", "file+rerun")
+VARIANTS = ("bare", "noframes", "jpeg", "video", "file", "file+rerun")
 SIZE = 480
 
 
@@ -84,11 +87,12 @@ def run_variant(env_id: str, variant: str, steps: int) -> dict[str, Any]:
     rrd, folder = RESULTS / f"{tag}.rrd", RESULTS / tag
     for stale in [rrd, *folder.glob("*")] if folder.exists() else [rrd]:
         stale.unlink(missing_ok=True)
-    if variant in ("jpeg", "video"):
+    if variant in ("noframes", "jpeg", "video"):
         from episode_recorder.rerun import LogRerun
 
+        frames = {"frames": variant} if variant != "noframes" else {}
         env = LogRerun(
-            env, save_path=rrd, log_frames=True, frames=variant, step_trigger=lambda s: s == 0, recording_length=steps
+            env, save_path=rrd, log_frames=variant != "noframes", step_trigger=lambda s: s == 0, recording_length=steps, **frames
         )
     elif variant.startswith("file"):
         from episode_recorder.gym import RecordVideo
@@ -103,15 +107,15 @@ def run_variant(env_id: str, variant: str, steps: int) -> dict[str, Any]:
     env.action_space.seed(0)
     start, cpu_start = time.perf_counter(), time.thread_time()
     env.reset(seed=0)
-    if variant == "bare":
+    if variant in ("bare", "noframes"):
         env.render()
     for _ in range(steps):
         _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        if variant == "bare":
+        if variant in ("bare", "noframes"):
             env.render()
         if terminated or truncated:
             env.reset()
-            if variant == "bare":
+            if variant in ("bare", "noframes"):
                 env.render()
     loop, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
     env_cpu = timed.cpu
@@ -178,14 +182,16 @@ def main() -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for env_id in args.envs:
-        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        # LogRerun without frames needs a 3D scene: CartPole has none (its scalars are in both paths).
+        of_env = [v for v in variants if v != "noframes" or not env_id.startswith("CartPole")]
+        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in of_env}
         for _ in range(args.repeats):
-            for variant in variants:
+            for variant in of_env:
                 runs[variant].append(in_process(env_id, variant, args.steps))
         frames = args.steps + 1
         bare = statistics.median(r["cpu"] - r["env_cpu"] for r in runs["bare"])
         summary = {}
-        for variant in variants:
+        for variant in of_env:
             loop = statistics.median(r["loop"] for r in runs[variant])
             close = statistics.median(r["close"] for r in runs[variant])
             per_frame = (statistics.median(r["cpu"] - r["env_cpu"] for r in runs[variant]) - bare) / frames * 1e3
@@ -200,12 +206,16 @@ def main() -> None:
         if "jpeg" in summary and "video" in summary:
             jpeg, video = runs["jpeg"][-1], runs["video"][-1]
             cost_ratio = summary["video"][1] / summary["jpeg"][1] if summary["jpeg"][1] > 0 else float("nan")
+            common = summary["noframes"][1] if "noframes" in summary else 0.0
+            frames_jpeg, frames_video = summary["jpeg"][1] - common, summary["video"][1] - common
+            frames_ratio = frames_video / frames_jpeg if frames_jpeg > 0 else float("nan")
             # H.264 samples do not compress further: the video file minus its samples is what both
             # files share (scalars, scene), so the JPEG frames take jpeg.rrd minus that on disk.
             shared = max(0, video["rrd"] - video["camera"])
             on_disk = (jpeg["rrd"] - shared) / max(1, video["camera"])
             print(
-                f"| {env_id} | video vs jpeg | | cost {cost_ratio:.2f} of JPEG's | | | {jpeg['rrd'] / max(1, video['rrd']):.1f}x "
+                f"| {env_id} | video vs jpeg | | cost {cost_ratio:.2f} of JPEG's (frames alone: "
+                f"{frames_video:.3f} vs {frames_jpeg:.3f}, {frames_ratio:.2f}) | | | {jpeg['rrd'] / max(1, video['rrd']):.1f}x "
                 f"smaller (frames on disk ~{on_disk:.0f}x) | {jpeg['camera'] / max(1, video['camera']):.1f}x smaller | | |"
             )
         if "file" in summary and "file+rerun" in summary:

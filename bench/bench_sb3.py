@@ -196,12 +196,13 @@ def main() -> None:
     print(encode_cost_line())
     print(f"DummyVecEnv of {N_ENVS} x {HEIGHT}x{WIDTH}, {args.steps} steps, {args.cpu_ms:g} ms CPU per env step, "
           f"clip every 1000 steps, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, ours: {options or 'defaults'}")  # fmt: skip
-    print("| variant | wall s | overhead | longest call ms | peak RSS MB main | peak PSS MB main + children (vs none) | files | frames decoded / captured |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | wall s | overhead | longest call ms | three slowest steps: ms (step) | peak RSS MB main | peak PSS MB main + children (vs none) | files | frames decoded / captured |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         overhead = 100 * (r["wall_s"] / base["wall_s"] - 1)
         extra = r["peak_total_mb"] - base["peak_total_mb"]
-        print(f"| {r['variant']} | {r['wall_s']:.1f} | {overhead:+.0f}% | {r['longest_call_ms']:.0f} | {r['peak_rss_mb']:.0f} | "
+        slowest = ", ".join(f"{ms:.0f} ({step})" for ms, step in r["slowest_steps"])
+        print(f"| {r['variant']} | {r['wall_s']:.1f} | {overhead:+.0f}% | {r['longest_call_ms']:.0f} | {slowest} | {r['peak_rss_mb']:.0f} | "
               f"{r['peak_total_mb']:.0f} ({extra:+.0f}) | {r['files']} | {r['frames_decoded']} / {r['frames_captured']} |")  # fmt: skip
 
 

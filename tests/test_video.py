@@ -433,3 +433,41 @@ def test_the_ring_reuses_its_lowest_free_slot_so_a_short_queue_touches_few_slots
     ring.taken[0] += 1  # the oldest (slot 0) was encoded
     assert ring.free_slot() == 0 and list(ring.in_flight) == [1, 2]
     ring.release()
+
+
+def test_the_encoder_process_sees_that_the_next_message_closes_the_clip_without_taking_it():
+    import socket
+
+    from episode_recorder.sinks._video_worker import _Commands
+    from episode_recorder.sinks.video import encode_message
+
+    parent, child = socket.socketpair()
+    commands = _Commands(child.detach(), os.getpid())
+    parent.sendall(encode_message(("frame", 3, 0, False, False)) + encode_message(("frame", 3, 1, False, False)))
+    assert commands.next() == ("frame", 3, 0, False, False)
+    assert not commands.closes_next(3)  # another frame comes first
+    assert commands.next() == ("frame", 3, 1, False, False)
+    assert not commands.closes_next(3)  # nothing has arrived yet
+    parent.sendall(encode_message(("close", 4)) + encode_message(("close", 3)))
+    assert not commands.closes_next(3)  # another clip's close
+    assert commands.next() == ("close", 4)
+    assert commands.closes_next(3) and commands.closes_next(3)  # a look, twice: the message stays
+    assert commands.next() == ("close", 3)
+    parent.close()
+    assert commands.next() is None
+    commands.socket.close()
+    if commands.parent is not None:
+        os.close(commands.parent)
+
+
+def test_a_last_frame_converted_on_every_core_encodes_to_the_same_bytes(tmp_path):
+    # The frame a caller waits for is converted with more threads: swscale's slices give the same
+    # pixels, so the file is byte for byte the one a single thread writes.
+    frames = [pattern(t, 97, 131) for t in range(6)]  # odd: the padded path too
+    paths = []
+    for hurry in (False, True):
+        encoder = VideoFileEncoder(str(tmp_path / f"hurry-{hurry}.mp4"), 97, 131, VideoOptions(format="mp4", threads=1))
+        for t, frame in enumerate(frames):
+            encoder.write(frame, hurry=hurry and t == len(frames) - 1)
+        paths.append(Path(encoder.close()))
+    assert paths[0].read_bytes() == paths[1].read_bytes()

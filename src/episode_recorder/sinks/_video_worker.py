@@ -65,15 +65,12 @@ class _Commands:
 
     def next(self) -> tuple[Any, ...] | None:
         while True:
-            start = self.start
-            if len(self.buffer) - start >= 4:
-                (size,) = struct.unpack_from("<I", self.buffer, start)
-                if len(self.buffer) - start >= 4 + size:
-                    self.start = start + 4 + size
-                    return pickle.loads(memoryview(self.buffer)[start + 4 : self.start])
+            message = self._complete()
+            if message is not None:
+                return message
             if self.ended:
                 return None
-            del self.buffer[:start]  # everything before ``start`` has been read
+            del self.buffer[: self.start]  # everything before ``start`` has been read
             self.start = 0
             watched = [self.socket] if self.parent is None else [self.socket, self.parent]
             ready, _, _ = select.select(watched, [], [], 1.0 if self.parent is None else None)
@@ -81,6 +78,26 @@ class _Commands:
                 self._receive()
             elif self.parent in ready or (self.parent is None and os.getppid() != self.parent_pid):
                 self._drain()  # what the parent sent before it died, then stop
+
+    def closes_next(self, clip_id: int) -> bool:
+        """Whether the message after the current one, if it has arrived, closes ``clip_id``: its
+        caller is then about to wait for the frame being encoded."""
+        if select.select([self.socket], [], [], 0)[0]:
+            self._receive()
+        start = self.start
+        message = self._complete()
+        self.start = start  # only a look: next() reads it again
+        return message is not None and message[0] == "close" and message[1] == clip_id
+
+    def _complete(self) -> tuple[Any, ...] | None:
+        """The message at ``start`` if it has fully arrived (``start`` moves past it), else None."""
+        start = self.start
+        if len(self.buffer) - start >= 4:
+            (size,) = struct.unpack_from("<I", self.buffer, start)
+            if len(self.buffer) - start >= 4 + size:
+                self.start = start + 4 + size
+                return pickle.loads(memoryview(self.buffer)[start + 4 : self.start])
+        return None
 
     def _receive(self) -> None:
         data, fds, _, _ = socket.recv_fds(self.socket, 1 << 16, 4)
@@ -136,6 +153,23 @@ def _wake(fd: int) -> None:
         pass
 
 
+def _finish(clip: _Clip, clip_id: int, kind: str, results: _Results) -> None:
+    """Close or abort a clip and report it (a failed clip was reported already)."""
+    if clip.encoder is None:
+        return
+    if kind == "abort":
+        clip.encoder.abort()
+        results.send(("aborted", clip_id))
+        return
+    try:
+        path = clip.encoder.close()
+    except Exception as error:
+        clip.encoder.abort(keep=isinstance(error, OSError))
+        results.send(_failure(clip_id, error))
+    else:
+        results.send(("saved", clip_id, path, clip.encoder.frames, clip.encoder.report()))
+
+
 def serve(command_fd: int, result_fd: int, parent_pid: int, wake_fd: int) -> None:
     # Signals for the job (Ctrl+C, SIGTERM/SIGHUP from a scheduler or a terminal) are for the
     # training process to handle: keep encoding until it says "quit" or goes away (then open
@@ -176,8 +210,9 @@ def serve(command_fd: int, result_fd: int, parent_pid: int, wake_fd: int) -> Non
             frame = clip.ring.frames[message[2]]
             if clip.encoder is not None:
                 try:
+                    hurry = message[4] or commands.closes_next(clip_id)  # the caller waits for this frame
                     started = time.perf_counter()
-                    clip.encoder.write(frame)
+                    clip.encoder.write(frame, hurry)
                     cost = time.perf_counter() - started
                     # The recent cost per frame, which the parent's write() sizes its queue by
                     # (the codec's start-up frames left out).
@@ -195,20 +230,10 @@ def serve(command_fd: int, result_fd: int, parent_pid: int, wake_fd: int) -> Non
             continue
         del clips[clip_id]
         governor.closed(clip_id)
-        clip.ring.release()
-        if clip.encoder is None:
-            continue  # its failure was already reported
-        if kind == "abort":
-            clip.encoder.abort()
-            results.send(("aborted", clip_id))
-            continue
         try:
-            path = clip.encoder.close()
-        except Exception as error:
-            clip.encoder.abort(keep=isinstance(error, OSError))
-            results.send(_failure(clip_id, error))
-        else:
-            results.send(("saved", clip_id, path, clip.encoder.frames, clip.encoder.report()))
+            _finish(clip, clip_id, kind, results)
+        finally:
+            clip.ring.release()  # after the result: a caller waiting for it does not wait for this
     # The parent is gone (or quit with clips still open, after an error): nothing captured is lost.
     for clip in clips.values():
         if clip.encoder is not None and clip.encoder.frames > 0:

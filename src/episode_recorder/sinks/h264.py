@@ -37,6 +37,7 @@ from episode_recorder.sinks.video import (
     VideoOptions,
     _configure,
     _crf,
+    hurry_threads,
     initial_setting,
     rgb_frame,
 )
@@ -81,6 +82,7 @@ class H264SampleEncoder:
         setting: EncoderSetting | None = None,
     ) -> None:
         import av
+        from av.video.reformatter import VideoReformatter
 
         # A webm/gif clip's second encode: its preset is VP9's or GIF's, so H.264 starts as "auto" does.
         h264 = options.format == "mp4"
@@ -99,12 +101,14 @@ class H264SampleEncoder:
         # No file to finish when the recording ends: a short lookahead pays.
         _configure(context, replace(self.options, samples=True), self.setting, lookahead=SAMPLE_LOOKAHEAD)
         self._context = context
+        self._reformatter = VideoReformatter()
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, hurry: bool = False) -> None:
         started = time.perf_counter()
         if rgb.shape != (*self._size, 3):
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of size {self._size}.")
-        frame = rgb_frame(rgb, self._pad)
+        threads = hurry_threads() if hurry else self.setting.threads
+        frame = self._reformatter.reformat(rgb_frame(rgb, self._pad), format="yuv420p", threads=threads)
         frame.pts = self.frames
         self._send(frame)
         self.frames += 1
@@ -158,9 +162,9 @@ class _FileAndSamples:
     def encode_seconds(self) -> float:
         return self.file.encode_seconds + self.samples.encode_seconds
 
-    def write(self, rgb: np.ndarray) -> None:
-        self.file.write(rgb)
-        self.samples.write(rgb)
+    def write(self, rgb: np.ndarray, hurry: bool = False) -> None:
+        self.file.write(rgb, hurry)
+        self.samples.write(rgb, hurry)
 
     def switch(self, setting: EncoderSetting) -> bool:
         """The two encodes keep their settings: False (unless nothing changes)."""
