@@ -350,3 +350,28 @@ def test_sink_sends_few_chunks_by_count_and_age(tmp_path: Path, monkeypatch: pyt
     samples = [rows for entity, rows in chunks if entity == "/camera"]  # when they arrive is the encoder's business
     assert sum(samples) == 10 and max(samples) <= 4
     assert_stream_matches(read_video_samples(path, "/camera", "clip_step"), frames, list(range(10)))
+
+
+def test_the_encoder_sends_samples_in_batches_and_all_before_the_clips_result() -> None:
+    """One message per batch, not per frame (each woke the parent's reader, which took the GIL)."""
+    from episode_recorder.sinks._video_worker import SAMPLE_BATCH
+    from episode_recorder.sinks.video import VideoEncoderProcess, VideoOptions
+
+    encoder = VideoEncoderProcess()
+    try:
+        clip = encoder.open(None, *SIZE, VideoOptions(samples=True, fps=10))
+        frames = [pattern(t, *SIZE) for t in range(40)]
+        for frame in frames:
+            encoder.write(clip, frame)
+        encoder.close(clip)
+        results = encoder.wait({clip}, timeout=60)
+    finally:
+        encoder.shutdown()
+    kinds = [result[0] for result in results]
+    assert kinds[-1] == "saved" and set(kinds[:-1]) == {"samples"}
+    batches = [result[2] for result in results[:-1]]
+    assert len(batches) < len(frames) and max(map(len, batches)) <= SAMPLE_BATCH
+    samples = [sample for batch in batches for sample in batch]
+    assert [pts for pts, _, _ in samples] == list(range(len(frames)))
+    decoded = decode_samples(samples)
+    assert len(decoded) == len(frames) and all(psnr(got, want) > 30 for got, want in zip(decoded, frames))

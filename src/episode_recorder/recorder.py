@@ -264,8 +264,10 @@ class Recorder:
             if kind == "died":
                 died = result[1]
                 continue
-            if kind == "sample":
-                self._tracks[result[1]].sample(*result[2])
+            if kind == "samples":
+                track = self._tracks[result[1]]
+                for sample in result[2]:
+                    track.sample(*sample)
                 continue
             clip = self._unfinished.pop(result[1])
             track = self._tracks.pop(result[1], None)

@@ -32,11 +32,17 @@ from episode_recorder.sinks.speed import SpeedGovernor
 from episode_recorder.sinks.video import VideoOptions, _Ring, send_message
 
 
+# A clip's H.264 samples go to the parent this many at a time, or once the first has waited this
+# long: a message per frame woke the parent's result reader, which took the GIL from the step loop.
+SAMPLE_BATCH = 16
+SAMPLE_BATCH_SECONDS = 0.25
+
+
 class _Clip:
-    def __init__(self, ring: _Ring, encoder: Any, error: BaseException | None = None) -> None:
+    def __init__(self, ring: _Ring, encoder: Any, samples: _Samples | None = None) -> None:
         self.ring = ring
         self.encoder = encoder
-        self.error = error
+        self.samples = samples
 
 
 def _failure(clip_id: int, error: BaseException) -> tuple[Any, ...]:
@@ -131,8 +137,26 @@ class _Results:
             self.fd = None
 
 
-def _sample_sender(results: _Results, clip_id: int) -> Any:
-    return lambda sample: results.send(("sample", clip_id, sample))
+class _Samples:
+    """A clip's samples for the parent, sent as ``("samples", clip, [(pts, keyframe, data), ...])``
+    every ``SAMPLE_BATCH`` samples or ``SAMPLE_BATCH_SECONDS``, and before the clip's result."""
+
+    def __init__(self, results: _Results, clip_id: int) -> None:
+        self.results, self.clip_id = results, clip_id
+        self.pending: list[Any] = []
+        self.since = 0.0  # when the oldest pending sample came
+
+    def __call__(self, sample: Any) -> None:
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending.append(sample)
+        if len(self.pending) >= SAMPLE_BATCH or time.monotonic() - self.since >= SAMPLE_BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.results.send(("samples", self.clip_id, self.pending))
+            self.pending = []
 
 
 def _adapt(governor: SpeedGovernor, clips: dict[int, _Clip], clip_id: int, cost: float, waited: bool) -> None:
@@ -165,9 +189,16 @@ def _finish(clip: _Clip, clip_id: int, kind: str, results: _Results) -> None:
         path = clip.encoder.close()
     except Exception as error:
         clip.encoder.abort(keep=isinstance(error, OSError))
+        _flush_samples(clip)
         results.send(_failure(clip_id, error))
     else:
+        _flush_samples(clip)
         results.send(("saved", clip_id, path, clip.encoder.frames, clip.encoder.report()))
+
+
+def _flush_samples(clip: _Clip) -> None:
+    if clip.samples is not None:
+        clip.samples.flush()
 
 
 def serve(command_fd: int, result_fd: int, parent_pid: int, wake_fd: int) -> None:
@@ -198,11 +229,11 @@ def serve(command_fd: int, result_fd: int, parent_pid: int, wake_fd: int) -> Non
             try:
                 options = VideoOptions(**options)
                 setting = governor.open(clip_id, options, height, width)
-                send = _sample_sender(results, clip_id) if options.samples else None
-                encoder = open_clip_encoder(path, height, width, options, send, lock_fd, setting)
-                clips[clip_id] = _Clip(ring, encoder)
+                samples = _Samples(results, clip_id) if options.samples else None
+                encoder = open_clip_encoder(path, height, width, options, samples, lock_fd, setting)
+                clips[clip_id] = _Clip(ring, encoder, samples)
             except Exception as error:  # reported once, then the clip's frames are skipped
-                clips[clip_id] = _Clip(ring, None, error)
+                clips[clip_id] = _Clip(ring, None)
                 results.send(_failure(clip_id, error))
             continue
         clip = clips[clip_id]
@@ -224,6 +255,7 @@ def serve(command_fd: int, result_fd: int, parent_pid: int, wake_fd: int) -> Non
                     # a full disk or an I/O error: keep what was written for recover()
                     clip.encoder.abort(keep=isinstance(error, OSError) and clip.encoder.frames > 0)
                     clip.encoder = None
+                    _flush_samples(clip)  # the frames encoded before the error
                     results.send(_failure(clip_id, error))
             clip.ring.taken[0] += 1
             _wake(wake_fd)

@@ -768,8 +768,8 @@ class VideoEncoderProcess:
     encoding, at the encoder's recent cost per frame, is queued, and fewer over the last frames of
     a clip of known length, so that finishing a clip waits little) or skips the frame and returns False (``when_full="drop"``). Results arrive as tuples from :meth:`results` / :meth:`wait`:
     ``("saved", clip, path, frames, encoder_report)``, ``("aborted", clip)``, ``("failed", clip, error)``,
-    and for clips opened with ``VideoOptions(samples=True)`` ``("sample", clip, (pts, keyframe, data))``
-    for each encoded frame, before the clip's ``saved``. ``path=None`` opens a clip of samples only.
+    and for clips opened with ``VideoOptions(samples=True)`` ``("samples", clip, [(pts, keyframe, data), ...])``
+    for its encoded frames (a batch at a time), before the clip's ``saved``. ``path=None`` opens a clip of samples only.
 
     The process runs in its own session (signals sent to the job's process group do not reach it)
     and ignores SIGINT/SIGTERM/SIGHUP; it ends when told to (:meth:`shutdown`) or when this process
@@ -927,7 +927,7 @@ class VideoEncoderProcess:
         found = []
         while self._results:
             result = self._results.popleft()
-            if result[0] not in ("died", "sample"):
+            if result[0] not in ("died", "samples"):
                 self._release(result[1])
             found.append(result)
         return found
@@ -950,7 +950,7 @@ class VideoEncoderProcess:
                 found.append(result)
                 if result[0] == "died":
                     return found
-                if result[0] != "sample":
+                if result[0] != "samples":
                     pending.discard(result[1])
         return found
 
