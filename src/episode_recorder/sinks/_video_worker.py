@@ -4,8 +4,8 @@ Run as ``python -m episode_recorder.sinks._video_worker COMMAND_FD RESULT_FD PAR
 ``open`` / ``frame`` / ``close`` / ``abort`` / ``quit`` messages from a Unix socket (``open`` carries
 the clip's ring memory and the lock on its temporary file as descriptors), takes frames out of each
 clip's shared-memory ring (writing a byte to ``WAKE_FD`` for each frame it finishes, for a
-parent that waits for a free slot), and reports ``saved`` / ``aborted`` / ``failed`` results (and a ``sample``
-per encoded frame of clips opened with ``VideoOptions(samples=True)``). When the parent
+parent that waits for a free slot), and reports ``saved`` / ``aborted`` / ``failed`` results (and ``samples``,
+a batch of encoded frames at a time, of clips opened with ``VideoOptions(samples=True)``). When the parent
 goes away without ``quit`` (its socket closes, or it exits while a forked child still holds the
 socket), every open clip is finished as a playable ``<name>.partial.<format>`` file, then the
 process ends. Signals meant for the job (SIGINT, SIGTERM, SIGHUP) are ignored: the parent decides.
