@@ -14,8 +14,9 @@ process, interleaved over ``--repeats``:
 
 Training-thread cost per frame = CPU time of the training thread inside the recording wrapper
 (``time.thread_time`` of the loop minus that spent in the env's ``step`` / ``reset`` / ``render``,
-timed by a wrapper under it), minus the same for ``bare``, per frame; the frames' own cost is that minus ``noframes``'s (what both frame paths log besides
-the frames: the scalars, and a MuJoCo env's 3D scene every step). The env's own CPU time per
+timed by a wrapper under it), minus the same for ``bare``, per frame; the frames' own cost is
+that minus ``noframes``'s (what both frame paths log besides the frames: the scalars, and a MuJoCo
+env's 3D scene every step). The env's own CPU time per
 frame is shown beside ``bare``'s: with the encoder process busy on the other core the env itself
 runs slower (the two cores share caches and memory; on this VM a render-bound CartPole step
 took +0.2-0.8 ms), which is a cost of the encoder process, not of the training thread's work.
@@ -90,10 +91,8 @@ def run_variant(env_id: str, variant: str, steps: int) -> dict[str, Any]:
     if variant in ("noframes", "jpeg", "video"):
         from episode_recorder.rerun import LogRerun
 
-        frames = {"frames": variant} if variant != "noframes" else {}
-        env = LogRerun(
-            env, save_path=rrd, log_frames=variant != "noframes", step_trigger=lambda s: s == 0, recording_length=steps, **frames
-        )
+        frames = {"log_frames": False} if variant == "noframes" else {"log_frames": True, "frames": variant}
+        env = LogRerun(env, save_path=rrd, step_trigger=lambda s: s == 0, recording_length=steps, **frames)
     elif variant.startswith("file"):
         from episode_recorder.gym import RecordVideo
 
@@ -104,18 +103,19 @@ def run_variant(env_id: str, variant: str, steps: int) -> dict[str, Any]:
             video_length=steps,
             rerun=rrd if variant == "file+rerun" else None,
         )
+    loop_renders = variant in ("bare", "noframes")  # nothing else renders: this loop does, every step
     env.action_space.seed(0)
     start, cpu_start = time.perf_counter(), time.thread_time()
     env.reset(seed=0)
-    if variant in ("bare", "noframes"):
+    if loop_renders:
         env.render()
     for _ in range(steps):
         _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        if variant in ("bare", "noframes"):
+        if loop_renders:
             env.render()
         if terminated or truncated:
             env.reset()
-            if variant in ("bare", "noframes"):
+            if loop_renders:
                 env.render()
     loop, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
     env_cpu = timed.cpu

@@ -189,11 +189,11 @@ def _finish(clip: _Clip, clip_id: int, kind: str, results: _Results) -> None:
         path = clip.encoder.close()
     except Exception as error:
         clip.encoder.abort(keep=isinstance(error, OSError))
-        _flush_samples(clip)
-        results.send(_failure(clip_id, error))
+        result = _failure(clip_id, error)
     else:
-        _flush_samples(clip)
-        results.send(("saved", clip_id, path, clip.encoder.frames, clip.encoder.report()))
+        result = ("saved", clip_id, path, clip.encoder.frames, clip.encoder.report())
+    _flush_samples(clip)  # the last samples came out of close(); they go before the result
+    results.send(result)
 
 
 def _flush_samples(clip: _Clip) -> None:

@@ -37,9 +37,8 @@ from episode_recorder.sinks.video import (
     VideoOptions,
     _configure,
     _crf,
-    hurry_threads,
     initial_setting,
-    rgb_frame,
+    yuv420p_frame,
 )
 
 KEYFRAME_SECONDS = 2.0
@@ -107,8 +106,7 @@ class H264SampleEncoder:
         started = time.perf_counter()
         if rgb.shape != (*self._size, 3):
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of size {self._size}.")
-        threads = hurry_threads() if hurry else self.setting.threads
-        frame = self._reformatter.reformat(rgb_frame(rgb, self._pad), format="yuv420p", threads=threads)
+        frame = yuv420p_frame(self._reformatter, rgb, self._pad, self.setting, hurry)
         frame.pts = self.frames
         self._send(frame)
         self.frames += 1

@@ -398,7 +398,10 @@ class VideoFileEncoder:
         started = time.perf_counter()
         if rgb.shape != (*self._size, 3):
             raise ValueError(f"Frame of shape {rgb.shape} in a clip of size {self._size}.")
-        frame = self._gif_frame(rgb) if self.options.format == "gif" else self._yuv_frame(rgb, hurry)
+        if self.options.format == "gif":
+            frame = self._gif_frame(rgb)
+        else:
+            frame = yuv420p_frame(self._reformatter, rgb, self._pad, self.setting, hurry)
         frame.pts = self.frames
         frame.time_base = self._time_base
         self._mux(frame)
@@ -495,11 +498,6 @@ class VideoFileEncoder:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _yuv_frame(self, rgb: np.ndarray, hurry: bool = False) -> Any:
-        # swscale bilinear: "point" converts 20-35% faster but loses 0.7-1.9 dB, "fast_bilinear" is no faster.
-        threads = hurry_threads() if hurry else self.setting.threads
-        return self._reformatter.reformat(rgb_frame(rgb, self._pad), format="yuv420p", threads=threads)
-
     def _gif_frame(self, rgb: np.ndarray) -> Any:
         import av
 
@@ -591,6 +589,16 @@ def rgb_frame(rgb: np.ndarray, pad: tuple[int, int]) -> Any:
     return av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(rgb), format="rgb24")
 
 
+def yuv420p_frame(
+    reformatter: Any, rgb: np.ndarray, pad: tuple[int, int], setting: EncoderSetting, hurry: bool = False
+) -> Any:
+    """``rgb`` (see :func:`rgb_frame`) converted for H.264 / VP9 with the setting's threads, or with
+    every core for a frame a caller waits for (``hurry``: a clip's last), whose cores are idle meanwhile."""
+    threads = max(1, min(8, os.cpu_count() or 1)) if hurry else setting.threads
+    # swscale bilinear: "point" converts 20-35% faster but loses 0.7-1.9 dB, "fast_bilinear" is no faster.
+    return reformatter.reformat(rgb_frame(rgb, pad), format="yuv420p", threads=threads)
+
+
 def _playable_while_written(options: VideoOptions) -> dict[str, str]:
     """Muxer options that keep the file being written decodable up to about its last second."""
     flushed = {"flush_packets": "1"}  # each finished fragment / cluster / frame goes to the OS at once
@@ -645,11 +653,6 @@ def _configure(context: Any, options: VideoOptions, setting: EncoderSetting, loo
     # Slices rather than frames when "auto" adds threads: no extra frames to flush at the end.
     context.thread_type = "SLICE" if options.adaptive and options.format == "mp4" and setting.threads > 1 else "AUTO"
     context.thread_count = setting.threads
-
-
-def hurry_threads() -> int:
-    """Threads for converting a frame a caller waits for (a clip's last): its cores are idle meanwhile."""
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _default_threads() -> int:
