@@ -393,6 +393,25 @@ def test_a_clip_starts_with_the_last_clips_cost_per_frame_of_its_size(tmp_path):
         encoder.shutdown()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_the_encoder_process_runs_one_thread_so_it_takes_no_core_from_the_first_steps(tmp_path, monkeypatch):
+    from episode_recorder.sinks.video import VideoEncoderProcess
+
+    # A user's BLAS setting is theirs; numpy's OpenBLAS pool in the encoder spun ~50 ms after start.
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")
+    encoder = VideoEncoderProcess()
+    try:
+        clip = encoder.open(str(tmp_path / "a.mp4"), 48, 64, VideoOptions(threads=1))
+        for t in range(3):
+            encoder.write(clip, pattern(t, 48, 64))
+        threads = os.listdir(f"/proc/{encoder._process.pid}/task")
+        encoder.close(clip)
+        assert encoder.wait({clip})[-1][0] == "saved"
+        assert len(threads) == 1, f"encoder threads: {threads}"
+    finally:
+        encoder.shutdown()
+
+
 def test_the_queue_drains_over_the_last_frames_of_a_clip_of_known_length(tmp_path):
     recorder = Recorder(tmp_path, VideoOptions(format="mp4"), queue_frames=16)
     warm_up = recorder.start("warm-up")  # measures the cost of a 48x64 frame: far more than 4 may queue
