@@ -412,6 +412,32 @@ def test_the_encoder_process_runs_one_thread_so_it_takes_no_core_from_the_first_
         encoder.shutdown()
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="reads CPU time from /proc")
+def test_an_encoder_with_a_clip_open_and_no_frames_coming_sleeps(tmp_path):
+    from episode_recorder.sinks._video_worker import POLL_FOR_SECONDS
+    from episode_recorder.sinks.video import VideoEncoderProcess
+
+    encoder = VideoEncoderProcess()
+
+    def cpu_ms() -> float:  # the encoder process's time on a CPU
+        with open(f"/proc/{encoder._process.pid}/schedstat") as stat:
+            return int(stat.read().split()[0]) / 1e6
+
+    try:
+        clip = encoder.open(str(tmp_path / "a.mp4"), 48, 64, VideoOptions())
+        encoder.write(clip, pattern(0, 48, 64))
+        time.sleep(POLL_FOR_SECONDS + 0.1)  # it looks for messages every 2 ms while frames come, then sleeps
+        before = cpu_ms()
+        time.sleep(1.0)
+        assert cpu_ms() - before < 5.0  # polling on would cost ~10-25 ms per second here
+        encoder.write(clip, pattern(1, 48, 64))
+        encoder.close(clip)
+        (saved,) = encoder.wait({clip}, timeout=10)
+        assert saved[0] == "saved" and len(decode(saved[2])[0]) == 2
+    finally:
+        encoder.shutdown()
+
+
 def test_the_queue_drains_over_the_last_frames_of_a_clip_of_known_length(tmp_path):
     recorder = Recorder(tmp_path, VideoOptions(format="mp4"), queue_frames=16)
     warm_up = recorder.start("warm-up")  # measures the cost of a 48x64 frame: far more than 4 may queue

@@ -36,6 +36,10 @@ from episode_recorder.sinks.video import VideoOptions, _Ring, send_message
 # long: a message per frame woke the parent's result reader, which took the GIL from the step loop.
 SAMPLE_BATCH = 16
 SAMPLE_BATCH_SECONDS = 0.25
+# While clips are open and messages keep coming, the encoder looks for them this often instead of
+# sleeping on its socket (see _Commands.next), until none has come for POLL_FOR_SECONDS.
+POLL_SECONDS = 0.002
+POLL_FOR_SECONDS = 0.02
 
 
 class _Clip:
@@ -64,12 +68,20 @@ class _Commands:
         self.start = 0  # where the next message begins in ``buffer``
         self.fds: list[int] = []  # received with "open" messages, in order
         self.ended = False
+        self.received = 0.0  # when data last came (time.monotonic)
         try:
             self.parent = os.pidfd_open(parent_pid)  # readable once the parent has exited
         except (AttributeError, OSError):
             self.parent = None  # no pidfd (old kernel, macOS): poll the parent id instead
 
-    def next(self) -> tuple[Any, ...] | None:
+    def next(self, poll: bool = False) -> tuple[Any, ...] | None:
+        """The next message, or None once the parent has gone.
+
+        ``poll`` (clips are open): while messages keep coming (one came in the last
+        ``POLL_FOR_SECONDS``), look every ``POLL_SECONDS`` instead of sleeping on the socket, so
+        that the parent's sends (a frame per step) need not wake this process: a wake cost the
+        sending step ~15-30 us (measured; more on VMs, where it is an interrupt to the other CPU).
+        """
         while True:
             message = self._complete()
             if message is not None:
@@ -79,11 +91,14 @@ class _Commands:
             del self.buffer[: self.start]  # everything before ``start`` has been read
             self.start = 0
             watched = [self.socket] if self.parent is None else [self.socket, self.parent]
-            ready, _, _ = select.select(watched, [], [], 1.0 if self.parent is None else None)
+            polling = poll and time.monotonic() - self.received < POLL_FOR_SECONDS
+            ready, _, _ = select.select(watched, [], [], 0 if polling else 1.0 if self.parent is None else None)
             if self.socket in ready:
                 self._receive()
             elif self.parent in ready or (self.parent is None and os.getppid() != self.parent_pid):
                 self._drain()  # what the parent sent before it died, then stop
+            elif polling:
+                time.sleep(POLL_SECONDS)
 
     def closes_next(self, clip_id: int) -> bool:
         """Whether the message after the current one, if it has arrived, closes ``clip_id``: its
@@ -107,6 +122,7 @@ class _Commands:
 
     def _receive(self) -> None:
         data, fds, _, _ = socket.recv_fds(self.socket, 1 << 16, 4)
+        self.received = time.monotonic()
         self.fds.extend(fds)
         self.buffer += data
         self.ended = self.ended or not data
@@ -215,7 +231,7 @@ def serve(command_fd: int, result_fd: int, parent_pid: int, wake_fd: int) -> Non
     results.send(("ready",))
     commands = _Commands(command_fd, parent_pid)
     while True:
-        message = commands.next()
+        message = commands.next(poll=bool(clips))
         if message is None or message[0] == "quit":
             break
         kind = message[0]
